@@ -1,0 +1,44 @@
+"""The ``pewm`` command. Thin: it parses arguments and calls the packages."""
+
+from __future__ import annotations
+
+import typer
+
+from pewm.cli.data_cmd import data_app
+
+app = typer.Typer(
+    name="pewm",
+    help=(
+        "pewm: Persistent Embodied World Models (arXiv 2505.05495).\n\n"
+        "An action-conditioned RGB-D video world model with a persistent 3D map. "
+        "Start with `pewm data generate --out houses` to build a dataset from the procedural "
+        "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+
+try:  # the map command lives with the memory package
+    from pewm.cli.map_cmd import register as _register_map
+except ImportError:  # pragma: no cover - only while the memory package is absent
+    _register_map = None
+if _register_map is not None:
+    _register_map(app)
+
+
+@app.command()
+def version() -> None:
+    """Print the pewm version."""
+    import pewm
+
+    typer.echo(pewm.__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: videos and plots now; metrics and the generation benchmark later."""

@@ -1,0 +1,193 @@
+"""Trajectory generators: discrete action sequences that follow shortest paths and revisit places.
+
+The paper's data (§4, "Data") are shortest paths between random start/goal pairs, sometimes with a
+look-around at the start. Persistence is only learned and measured where places are seen again, so
+pewm adds revisit trajectories: out-and-back, loops and look-away-and-back. Every generator plans
+against the same free-space grid and collision rule (:func:`pewm.sim.motion.move`) that the
+simulator executes, so a planned sequence replays exactly and never passes through walls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pewm.geometry import Action, ActionConfig, AgentState, wrap_angle
+from pewm.sim.freespace import FreeSpaceGrid
+from pewm.sim.motion import move
+
+TRAJECTORY_KINDS = ("shortest", "out_and_back", "loop", "look_back")
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """How episodes are planned."""
+
+    kind_weights: dict[str, float] = field(
+        default_factory=lambda: {"shortest": 0.25, "out_and_back": 0.3, "loop": 0.2, "look_back": 0.25}
+    )
+    look_around_prob: float = 0.5  # start with a full turn in place, as the paper's data sometimes does
+    min_goal_distance_m: float = 2.0
+    planning_margin_m: float = 0.1  # extra clearance for planned paths, on top of the agent radius
+    waypoint_tolerance_m: float = 0.15
+
+    def __post_init__(self) -> None:
+        bad = set(self.kind_weights) - set(TRAJECTORY_KINDS)
+        if bad:
+            raise ValueError(f"unknown trajectory kind(s) {sorted(bad)}; known: {TRAJECTORY_KINDS}")
+        if not any(w > 0 for w in self.kind_weights.values()):
+            raise ValueError("TrajectoryConfig.kind_weights: at least one weight must be positive")
+
+
+class _Planner:
+    """Accumulates actions while simulating the agent on the free-space grid."""
+
+    def __init__(self, free: FreeSpaceGrid, plan_free: FreeSpaceGrid, start: AgentState, steps: int,
+                 action_cfg: ActionConfig, cfg: TrajectoryConfig, rng: np.random.Generator):
+        self.free, self.plan_free = free, plan_free
+        self.state, self.steps = start, steps
+        self.acfg, self.cfg, self.rng = action_cfg, cfg, rng
+        self.actions: list[int] = []
+        self.turn = math.radians(action_cfg.turn_deg)
+        self.component = plan_free.largest_component() if plan_free.free.any() else None
+
+    @property
+    def full(self) -> bool:
+        return len(self.actions) >= self.steps
+
+    def act(self, a: int) -> bool:
+        if self.full:
+            return False
+        self.state, collided = move(self.state, a, self.free, self.acfg)
+        self.actions.append(int(a))
+        return not collided
+
+    def turn_by(self, n: int) -> None:
+        """``n`` turns: positive = left."""
+        for _ in range(abs(n)):
+            self.act(Action.TURN_LEFT if n > 0 else Action.TURN_RIGHT)
+
+    def look_around(self) -> None:
+        n = int(round(2 * math.pi / self.turn))
+        self.turn_by(n if self.rng.random() < 0.5 else -n)
+
+    def face(self, yaw: float) -> None:
+        d = wrap_angle(yaw - self.state.yaw)
+        self.turn_by(int(round(d / self.turn)))
+
+    def go_to(self, goal: tuple[float, float]) -> bool:
+        """Follow the shortest path to ``goal``; ``False`` if unreachable or stuck."""
+        start = (self.state.x, self.state.y)
+        if not self.plan_free.is_free(*start):
+            path = self.free.shortest_path(start, goal) if self.free.is_free(*goal) else None
+        else:
+            path = self.plan_free.shortest_path(start, goal)
+        if path is None:
+            return False
+        tol = max(self.cfg.waypoint_tolerance_m, 0.55 * self.acfg.forward_m)
+        for wx, wy in path[1:]:
+            stuck = 0
+            while not self.full:
+                dx, dy = wx - self.state.x, wy - self.state.y
+                if math.hypot(dx, dy) < tol:
+                    break
+                err = wrap_angle(math.atan2(dy, dx) - self.state.yaw)
+                if abs(err) > 0.5 * self.turn + 1e-9:
+                    self.act(Action.TURN_LEFT if err > 0 else Action.TURN_RIGHT)
+                elif not self.act(Action.FORWARD):
+                    stuck += 1
+                    if stuck > 2:
+                        return False
+                    # sidestep the corner: turn a little toward the freer side and retry
+                    self.act(Action.TURN_LEFT if self.rng.random() < 0.5 else Action.TURN_RIGHT)
+            if self.full:
+                return True
+        return True
+
+    def random_goal(self) -> tuple[float, float]:
+        best, best_d = None, -1.0
+        for _ in range(20):
+            g = self.plan_free.sample_free(self.rng, self.component)
+            d = math.hypot(g[0] - self.state.x, g[1] - self.state.y)
+            if d >= self.cfg.min_goal_distance_m:
+                return g
+            if d > best_d:
+                best, best_d = g, d
+        return best  # type: ignore[return-value]
+
+
+def plan_actions(
+    free_space: FreeSpaceGrid,
+    start: AgentState,
+    kind: str,
+    steps: int,
+    rng: np.random.Generator,
+    action_cfg: ActionConfig = ActionConfig(),
+    cfg: TrajectoryConfig = TrajectoryConfig(),
+    agent_radius: float = 0.2,
+) -> list[int]:
+    """Exactly ``steps`` actions of trajectory ``kind`` starting from ``start``.
+
+    Kinds: ``shortest`` (chained shortest paths to random goals), ``out_and_back`` (to a goal, turn
+    around, back to the start), ``loop`` (through 2-3 goals and back to the start), ``look_back``
+    (shortest paths interrupted by turning away 90-180 degrees and back). Segments repeat until the
+    episode is full; an optional look-around comes first.
+    """
+    if kind not in TRAJECTORY_KINDS:
+        raise ValueError(f"unknown trajectory kind {kind!r}; known: {TRAJECTORY_KINDS}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not free_space.is_free(start.x, start.y):
+        raise ValueError(f"start position ({start.x:.2f}, {start.y:.2f}) is not in free space")
+    from scipy import ndimage
+
+    margin_cells = int(math.ceil(cfg.planning_margin_m / free_space.resolution))
+    plan_mask = ndimage.binary_erosion(free_space.free, iterations=margin_cells) if margin_cells else free_space.free
+    plan_free = FreeSpaceGrid(plan_mask if plan_mask.any() else free_space.free, free_space.origin, free_space.resolution)
+    p = _Planner(free_space, plan_free, start, steps, action_cfg, cfg, rng)
+    if rng.random() < cfg.look_around_prob:
+        p.look_around()
+    failures = 0
+    while not p.full and failures < 20:
+        ok = True
+        if kind == "shortest":
+            ok = p.go_to(p.random_goal())
+        elif kind == "out_and_back":
+            home, home_yaw = (p.state.x, p.state.y), p.state.yaw
+            ok = p.go_to(p.random_goal())
+            p.face(p.state.yaw + math.pi)
+            ok = p.go_to(home) and ok
+            p.face(home_yaw)
+        elif kind == "loop":
+            home = (p.state.x, p.state.y)
+            for _ in range(int(rng.integers(2, 4))):
+                ok = p.go_to(p.random_goal()) and ok
+            ok = p.go_to(home) and ok
+        elif kind == "look_back":
+            ok = p.go_to(p.random_goal())
+            n = int(rng.integers(6, 13)) * (1 if rng.random() < 0.5 else -1)
+            p.turn_by(n)
+            p.turn_by(-n)
+        failures += 0 if ok else 1
+    while not p.full:  # could not move on (tiny free space): look around in place
+        p.act(Action.TURN_LEFT)
+    return p.actions
+
+
+def choose_kind(rng: np.random.Generator, cfg: TrajectoryConfig = TrajectoryConfig()) -> str:
+    kinds = [k for k in TRAJECTORY_KINDS if cfg.kind_weights.get(k, 0) > 0]
+    w = np.array([cfg.kind_weights[k] for k in kinds], dtype=np.float64)
+    return kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+
+
+def replay(free_space: FreeSpaceGrid, start: AgentState, actions, action_cfg: ActionConfig = ActionConfig()
+           ) -> tuple[list[AgentState], list[bool]]:
+    """States (``len(actions) + 1``) and collision flags from executing ``actions``."""
+    states, hits = [start], []
+    for a in Action.check(actions):
+        s, c = move(states[-1], int(a), free_space, action_cfg)
+        states.append(s)
+        hits.append(c)
+    return states, hits
