@@ -215,11 +215,14 @@ class Episode:
             if not np.all(np.isfinite(poses)):
                 bad = int(np.flatnonzero(~np.isfinite(poses).all(axis=(1, 2)))[0])
                 fail(f"poses: frame {bad} contains NaN or inf")
-            for t in range(T):
-                try:
-                    check_pose(poses[t], what=f"pose of frame {t}")
-                except ValueError as e:
-                    fail(f"poses: {e} (poses must be rigid camera-to-world transforms)")
+            try:
+                check_pose(poses, what="poses")  # batched; on failure find the first bad frame
+            except ValueError:
+                for t in range(T):
+                    try:
+                        check_pose(poses[t], what=f"pose of frame {t}")
+                    except ValueError as e:
+                        fail(f"poses: {e} (poses must be rigid camera-to-world transforms)")
             if depth.size:
                 finite = np.isfinite(depth)
                 if not finite.all():

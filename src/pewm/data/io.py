@@ -8,6 +8,7 @@ Members, in file order (see ``docs/data-format.md``)::
     collided.npy  bool    (T-1,)      or (0,) with meta["has_collided"] = false
     depth.npy     float16 (T, H, W)   metres, 0 = no measurement (read back as float32)
     rgb.npy       uint8   (T, H, W, 3)
+    frame_crc32.npy uint32 (T, 2)     CRC-32 of each stored rgb frame and float16 depth frame
 
 The file is a plain ``numpy.load``-able npz. Writes are atomic (temp file in the same directory,
 fsync, ``os.replace``), and every way a file can be damaged is reported as an :class:`EpisodeError`
@@ -20,6 +21,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,13 +41,14 @@ DEPTH_ENCODING = "float16_m"
 TEMP_SUFFIX = ".tmp"
 """Temp files are named ``.<final name>.<random>.tmp`` in the final file's directory."""
 
-MEMBERS = ("meta", "poses", "actions", "collided", "depth", "rgb")
+MEMBERS = ("meta", "poses", "actions", "collided", "depth", "rgb", "frame_crc32")
 _DTYPES = {
     "poses": np.dtype("<f8"),
     "actions": np.dtype("<i8"),
     "collided": np.dtype("|b1"),
     "depth": np.dtype("<f2"),
     "rgb": np.dtype("|u1"),
+    "frame_crc32": np.dtype("<u4"),
 }
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same episode always gives the same bytes
 _CHUNK = 1 << 22
@@ -164,6 +167,7 @@ def _expected_shapes(info: EpisodeInfo) -> dict[str, tuple[int, ...]]:
         "collided": (T - 1,) if info.has_collided else (0,),
         "depth": (T, H, W),
         "rgb": (T, H, W, 3),
+        "frame_crc32": (T, 2),
     }
 
 
@@ -233,11 +237,20 @@ def _write_member(
         raise EpisodeError(f"{name}: wrote {written} bytes, expected {want} for shape {shape}")
 
 
-def _frames(arr: np.ndarray, dtype: np.dtype) -> Iterator[np.ndarray]:
-    """Yield ``arr`` converted to ``dtype`` in slabs of about ``_CHUNK`` bytes along axis 0."""
+def _frames(arr: np.ndarray, dtype: np.dtype, crcs: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Yield ``arr`` converted to ``dtype`` in slabs of about ``_CHUNK`` bytes along axis 0,
+    appending each frame's CRC-32 to ``crcs``."""
     n = max(1, _CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * dtype.itemsize))
     for i in range(0, arr.shape[0], n):
-        yield np.ascontiguousarray(arr[i : i + n], dtype=dtype)
+        slab = np.ascontiguousarray(arr[i : i + n], dtype=dtype)
+        if crcs is not None:
+            crcs.extend(zlib.crc32(fr) for fr in slab)
+        yield slab
+
+
+def _crc_member(rgb_crcs: list[int], depth_crcs: list[int]) -> Iterator[np.ndarray]:
+    """Lazily (after rgb and depth were written) yield the (T, 2) per-frame checksum table."""
+    yield np.stack([np.asarray(rgb_crcs, "<u4"), np.asarray(depth_crcs, "<u4")], axis=1)
 
 
 def _write_npz(
@@ -268,12 +281,15 @@ def write_episode(path: str | Path, episode: Episode, *, compresslevel: int = 6)
     empty_b = np.zeros(0, np.bool_)
     acts = episode.actions if episode.actions is not None else np.zeros(0, np.int64)
     coll = episode.collided if episode.collided is not None else empty_b
+    rcrc: list[int] = []
+    dcrc: list[int] = []
     members = [
         ("poses", _DTYPES["poses"], (T, 4, 4), [episode.poses.astype("<f8")]),
         ("actions", _DTYPES["actions"], acts.shape, [acts.astype("<i8")]),
         ("collided", _DTYPES["collided"], coll.shape, [coll]),
-        ("depth", _DTYPES["depth"], episode.depth.shape, _frames(episode.depth, _DTYPES["depth"])),
-        ("rgb", _DTYPES["rgb"], episode.rgb.shape, _frames(episode.rgb, _DTYPES["rgb"])),
+        ("depth", _DTYPES["depth"], episode.depth.shape, _frames(episode.depth, _DTYPES["depth"], dcrc)),
+        ("rgb", _DTYPES["rgb"], episode.rgb.shape, _frames(episode.rgb, _DTYPES["rgb"], rcrc)),
+        ("frame_crc32", _DTYPES["frame_crc32"], (T, 2), _crc_member(rcrc, dcrc)),
     ]
     return _write_npz(path, _meta_dict(episode), members, compresslevel)
 
@@ -288,9 +304,9 @@ def write_episode_frames(
 ) -> Path:
     """Write an episode whose frames are produced one at a time (bounded memory, for long imports).
 
-    ``header`` is an :class:`Episode` with the real ``poses``, ``actions``, ``collided``, ids and
-    intrinsics, and *one-frame* placeholder ``rgb``/``depth`` arrays; its ``meta["num_frames"]`` is
-    ignored: the frame count is ``len(header.poses)``. ``rgb_frames()`` must yield ``T`` uint8
+    ``header`` is an :class:`Episode` with the real ``poses``, ``actions``, ``collided``, ids,
+    intrinsics and ``meta``, and *one-frame* placeholder ``rgb``/``depth`` arrays (only their
+    shapes matter); the frame count ``T`` is ``len(header.poses)``. ``rgb_frames()`` must yield ``T`` uint8
     ``(H, W, 3)`` frames and ``depth_frames()`` ``T`` float ``(H, W)`` depth maps in metres; each is
     checked as it is written. Atomic like :func:`write_episode`.
     """
@@ -307,6 +323,9 @@ def write_episode_frames(
     probe.validate(path)
     meta = _meta_dict(probe)
 
+    rcrc: list[int] = []
+    dcrc: list[int] = []
+
     def checked(it: Iterable[np.ndarray], what: str, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
         n = 0
         for fr in it:
@@ -316,12 +335,16 @@ def write_episode_frames(
             if what == "rgb":
                 if fr.dtype != np.uint8:
                     raise EpisodeError(f"rgb frame {n}: dtype {fr.dtype}, expected uint8", path)
+                fr = np.ascontiguousarray(fr)
+                rcrc.append(zlib.crc32(fr))
                 yield fr[None]
             else:
                 fr = fr.astype(np.float32)
                 if not np.isfinite(fr).all() or fr.min(initial=0) < 0 or fr.max(initial=0) > 65504:
                     raise EpisodeError(f"depth frame {n}: NaN, inf, negative or >65504 m values", path)
-                yield fr[None].astype("<f2")
+                fr16 = np.ascontiguousarray(fr, dtype="<f2")
+                dcrc.append(zlib.crc32(fr16))
+                yield fr16[None]
             n += 1
             if n > T:
                 raise EpisodeError(f"{what}: more than {T} frames", path)
@@ -336,6 +359,7 @@ def write_episode_frames(
         ("collided", _DTYPES["collided"], coll.shape, [coll]),
         ("depth", _DTYPES["depth"], (T, H, W), checked(depth_frames(), "depth", (H, W))),
         ("rgb", _DTYPES["rgb"], (T, H, W, 3), checked(rgb_frames(), "rgb", (H, W, 3))),
+        ("frame_crc32", _DTYPES["frame_crc32"], (T, 2), _crc_member(rcrc, dcrc)),
     ]
     return _write_npz(path, meta, members, compresslevel)
 
@@ -412,13 +436,28 @@ def _read_meta(zf: zipfile.ZipFile, path: Path) -> EpisodeInfo:
 
 
 def _read_header(f: IO[bytes], name: str, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
-    with _guard(path, f"{name}.npy header"):
+    with _guard(path, f"{name}.npy"):
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
             return np.lib.format.read_array_header_1_0(f)
         if version == (2, 0):
             return np.lib.format.read_array_header_2_0(f)
         raise ValueError(f"unsupported npy version {version}")
+
+
+def _check_header(f: IO[bytes], name: str, shape: tuple[int, ...], path: Path) -> None:
+    dtype = _DTYPES[name]
+    got_shape, fortran, got_dtype = _read_header(f, name, path)
+    if got_dtype != dtype:
+        raise EpisodeError(f"array '{name}': wrong dtype {got_dtype}, expected {dtype}", path, code="bad_array")
+    if tuple(got_shape) != tuple(shape):
+        raise EpisodeError(
+            f"array '{name}': shape {tuple(got_shape)} is inconsistent with the metadata (expected {tuple(shape)})",
+            path,
+            code="inconsistent",
+        )
+    if fortran:
+        raise EpisodeError(f"array '{name}': Fortran order is not supported", path, code="bad_array")
 
 
 def _read_array(
@@ -431,18 +470,7 @@ def _read_array(
     dtype = _DTYPES[name]
     with _guard(path, f"{name}.npy"):
         with zf.open(name + ".npy") as f:
-            got_shape, fortran, got_dtype = _read_header(f, name, path)
-            if got_dtype != dtype:
-                raise EpisodeError(f"array '{name}': wrong dtype {got_dtype}, expected {dtype}", path, code="bad_array")
-            if tuple(got_shape) != tuple(shape):
-                raise EpisodeError(
-                    f"array '{name}': shape {tuple(got_shape)} is inconsistent with the metadata "
-                    f"(expected {tuple(shape)})",
-                    path,
-                    code="inconsistent",
-                )
-            if fortran:
-                raise EpisodeError(f"array '{name}': Fortran order is not supported", path, code="bad_array")
+            _check_header(f, name, shape, path)
             n = shape[0] if shape else 1
             a, b = rows if rows is not None else (0, n)
             row_shape = tuple(shape[1:])
@@ -497,8 +525,10 @@ def read_episode_info(path: str | Path) -> EpisodeInfo:
 
 
 def check_episode_file(path: str | Path) -> EpisodeInfo:
-    """Cheap structural check: the file opens, has every member, valid metadata, and member sizes
-    consistent with the metadata (from the zip directory; nothing is decompressed except meta).
+    """Cheap structural check: the file opens, has every member, valid metadata, and every array's
+    dtype, shape and stored size consistent with the metadata. Only the metadata and the small
+    ``.npy`` headers are decompressed (no pixels), so CRC errors inside the pixel data are not found:
+    use :func:`read_episode` (or ``verify_dataset``) for that.
     """
     path = Path(path)
     with _open_zip(path) as zf:
@@ -506,12 +536,14 @@ def check_episode_file(path: str | Path) -> EpisodeInfo:
         for name, shape in _expected_shapes(info).items():
             with _guard(path, f"{name}.npy"):
                 zi = zf.getinfo(name + ".npy")
+                with zf.open(zi) as f:  # decompresses only the small .npy header
+                    _check_header(f, name, shape, path)
+                    header_len = f.tell()
             nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[name].itemsize
-            # an .npy header (v1.0) is a multiple of 64 bytes, at most 65535 + 10
-            extra = zi.file_size - nbytes
-            if extra < 64 or extra > 65545 or extra % 64:
+            if zi.file_size != header_len + nbytes:
                 raise EpisodeError(
-                    f"array '{name}': stored size {zi.file_size} bytes is inconsistent with shape {shape}",
+                    f"array '{name}': stored size {zi.file_size} bytes is inconsistent with shape {shape} "
+                    f"({header_len} + {nbytes} expected)",
                     path,
                     code="inconsistent",
                 )
@@ -540,10 +572,19 @@ def read_episode(
         shapes = _expected_shapes(info)
         full = (a, b) == (0, T)
         arrays = {}
-        for name in ("poses", "actions", "collided"):
+        for name in ("poses", "actions", "collided", "frame_crc32"):
             arrays[name] = _read_array(zf, name, shapes[name], path)
-        for name in ("depth", "rgb"):
-            arrays[name] = _read_array(zf, name, shapes[name], path, None if full else (a, b))
+        for col, name in ((1, "depth"), (0, "rgb")):
+            arrays[name] = arr = _read_array(zf, name, shapes[name], path, None if full else (a, b))
+            # per-frame checksums: a sliced read never reaches the zip CRC at the end of the member
+            want = arrays["frame_crc32"][a:b, col]
+            for t in range(b - a):
+                if zlib.crc32(arr[t]) != int(want[t]):
+                    raise EpisodeError(
+                        f"array '{name}': frame {a + t} is corrupted (per-frame checksum mismatch)",
+                        path,
+                        code="corrupt",
+                    )
     ep = Episode(
         rgb=arrays["rgb"],
         depth=arrays["depth"].astype(np.float32),

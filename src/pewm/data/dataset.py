@@ -1,0 +1,548 @@
+"""A dataset directory: ``dataset.json`` plus ``episodes/ep_000000.npz`` ...
+
+::
+
+    DIR/
+      dataset.json          format version, name, intrinsics, resolution, action config,
+                            generator arguments, creation info
+      episodes/
+        ep_000000.npz       one episode per file (see pewm.data.io)
+        ep_000001.npz
+      houses/               optional, filled by pewm.sim (ignored here)
+
+Episode files carry their own small metadata (split, kind, house, frame count), so listing and
+summarising a dataset never decompresses pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pewm.data.episode import SPLITS, Episode, EpisodeError
+from pewm.data.io import (
+    TEMP_SUFFIX,
+    EpisodeInfo,
+    atomic_write,
+    check_episode_file,
+    read_episode,
+    read_episode_info,
+    write_episode,
+)
+from pewm.geometry import ActionConfig, Intrinsics
+
+DATASET_FORMAT = "pewm-dataset"
+DATASET_FORMAT_VERSION = 1
+DATASET_JSON = "dataset.json"
+EPISODES_DIR = "episodes"
+EPISODE_RE = re.compile(r"^ep_(\d{6,})\.npz$")
+
+
+class DatasetError(ValueError):
+    """``dataset.json`` (or the directory) is missing or invalid. Names the file and the field."""
+
+    def __init__(self, message: str, path: str | Path | None = None, field: str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.field = field
+        self.reason = message
+        where = f"{self.path}: " if self.path is not None else ""
+        what = f"field {field!r}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.path, self.field))
+
+
+# ---------------------------------------------------------------------------------------- spec
+@dataclass
+class DatasetSpec:
+    """The contents of ``dataset.json``."""
+
+    name: str
+    intrinsics: Intrinsics
+    action_config: ActionConfig | None = field(default_factory=ActionConfig)
+    """Step sizes of the discrete actions; ``None`` for datasets without actions (imports)."""
+    generator: dict[str, Any] = field(default_factory=dict)
+    """Free-form, JSON-able: how the episodes were made (generator arguments, source, seed...)."""
+    description: str = ""
+    created: dict[str, Any] = field(default_factory=dict)
+    """Filled by :func:`create_dataset`: UTC time, pewm/python/numpy versions, platform."""
+    format_version: int = DATASET_FORMAT_VERSION
+
+    @property
+    def width(self) -> int:
+        return self.intrinsics.width
+
+    @property
+    def height(self) -> int:
+        return self.intrinsics.height
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": DATASET_FORMAT,
+            "format_version": self.format_version,
+            "name": self.name,
+            "description": self.description,
+            "resolution": {"width": self.intrinsics.width, "height": self.intrinsics.height},
+            "intrinsics": self.intrinsics.to_dict(),
+            "action_config": None
+            if self.action_config is None
+            else {"forward_m": self.action_config.forward_m, "turn_deg": self.action_config.turn_deg},
+            "generator": self.generator,
+            "created": self.created,
+        }
+
+    def to_json(self) -> str:
+        try:
+            return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as e:
+            raise DatasetError(f"not JSON-serialisable ({e})", field="generator") from None
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str | Path | None = None) -> "DatasetSpec":
+        def bad(fld: str | None, msg: str) -> DatasetError:
+            return DatasetError(msg, path, fld)
+
+        if not isinstance(d, dict):
+            raise bad(None, f"expected a JSON object, got {type(d).__name__}")
+        if d.get("format") != DATASET_FORMAT:
+            raise bad("format", f"is {d.get('format')!r}, expected {DATASET_FORMAT!r}")
+        v = d.get("format_version")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise bad("format_version", f"is {v!r}, expected an integer")
+        if not 1 <= v <= DATASET_FORMAT_VERSION:
+            raise bad(
+                "format_version", f"unsupported version {v} (this pewm reads 1..{DATASET_FORMAT_VERSION}; upgrade pewm)"
+            )
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad("name", f"is {name!r}, expected a non-empty string")
+        if not isinstance(d.get("intrinsics"), dict):
+            raise bad("intrinsics", "missing or not an object")
+        try:
+            K = Intrinsics.from_dict(d["intrinsics"])
+        except (ValueError, TypeError) as e:
+            raise bad("intrinsics", str(e)) from None
+        res = d.get("resolution")
+        if res is not None:
+            if not isinstance(res, dict) or (res.get("width"), res.get("height")) != (K.width, K.height):
+                raise bad("resolution", f"{res!r} does not match the intrinsics' {K.width}x{K.height}")
+        ac = d.get("action_config")
+        if ac is not None:
+            if not isinstance(ac, dict):
+                raise bad("action_config", "expected an object or null")
+            try:
+                ac = ActionConfig(float(ac["forward_m"]), float(ac["turn_deg"]))
+            except (KeyError, TypeError, ValueError) as e:
+                raise bad("action_config", f"invalid ({type(e).__name__}: {e})") from None
+        gen = d.get("generator", {})
+        if not isinstance(gen, dict):
+            raise bad("generator", "expected an object")
+        created = d.get("created", {})
+        if not isinstance(created, dict):
+            raise bad("created", "expected an object")
+        desc = d.get("description", "")
+        if not isinstance(desc, str):
+            raise bad("description", "expected a string")
+        return cls(name=name, intrinsics=K, action_config=ac, generator=gen, description=desc, created=created,
+                   format_version=v)  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str, path: str | Path | None = None) -> "DatasetSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}", path) from None
+        return cls.from_dict(d, path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (usually ``DIR/dataset.json``)."""
+        path = Path(path)
+        text = self.to_json()
+        with atomic_write(path, "w") as f:
+            f.write(text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetError("file not found (not a pewm dataset directory?)", path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(f"cannot read: {e}", path) from None
+        return cls.from_json(text, path)
+
+
+def _creation_info() -> dict[str, Any]:
+    from pewm import __version__
+
+    return {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "pewm_version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": sys.platform,
+    }
+
+
+# ---------------------------------------------------------------------------------------- problems
+@dataclass
+class Problem:
+    """One problem found by :func:`verify_dataset`."""
+
+    path: Path
+    reason: str
+    kind: str
+    """``dataset_json``, ``unreadable``, ``truncated``, ``inconsistent``, ``intrinsics_mismatch``,
+    ``temp_file``, ``stray_file``, ``duplicate_id``, ``missing_index`` or ``split_leak``."""
+    severity: str = "error"
+    """``error`` (the data is wrong or unreadable) or ``warning`` (harmless but worth a look)."""
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.path}: {self.reason} ({self.kind})"
+
+
+_CODE_TO_KIND = {
+    "truncated": "truncated",
+    "inconsistent": "inconsistent",
+    "invalid": "inconsistent",
+    "intrinsics_mismatch": "intrinsics_mismatch",
+}
+
+
+# ---------------------------------------------------------------------------------------- dataset
+class Dataset:
+    """An opened dataset directory. Create with :func:`create_dataset` or :func:`open_dataset`."""
+
+    def __init__(self, root: str | Path, spec: DatasetSpec) -> None:
+        self.root = Path(root)
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.root)!r}, name={self.spec.name!r}, episodes={len(self)})"
+
+    # -- layout
+    @property
+    def json_path(self) -> Path:
+        return self.root / DATASET_JSON
+
+    @property
+    def episodes_dir(self) -> Path:
+        return self.root / EPISODES_DIR
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        return self.spec.intrinsics
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def episode_path(self, index: int) -> Path:
+        """``DIR/episodes/ep_{index:06d}.npz`` (whether or not it exists)."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise ValueError(f"episode index must be a non-negative int, got {index!r}")
+        return self.episodes_dir / f"ep_{int(index):06d}.npz"
+
+    def episode_indices(self) -> list[int]:
+        """Indices of the episode files present, sorted."""
+        if not self.episodes_dir.is_dir():
+            return []
+        out = []
+        for p in self.episodes_dir.iterdir():
+            m = EPISODE_RE.match(p.name)
+            if m and p.is_file():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def __len__(self) -> int:
+        return len(self.episode_indices())
+
+    def episode_paths(self, split: str | None = None) -> list[Path]:
+        """Paths of the episode files, sorted by index; with ``split``, only that split's
+        (reads each file's small metadata; raises :class:`EpisodeError` for an unreadable file)."""
+        paths = [self.episode_path(i) for i in self.episode_indices()]
+        if split is None:
+            return paths
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return [p for p in paths if read_episode_info(p).split == split]
+
+    def _resolve(self, index_or_path: int | str | Path) -> Path:
+        if isinstance(index_or_path, (str, Path)):
+            p = Path(index_or_path)
+            return p if p.is_absolute() or p.exists() else self.root / p
+        return self.episode_path(index_or_path)
+
+    # -- reading
+    def read(
+        self, index_or_path: int | str | Path, frames: slice | tuple[int, int] | None = None, *, validate: bool = True
+    ) -> Episode:
+        """Read one episode (see :func:`pewm.data.read_episode`)."""
+        return read_episode(self._resolve(index_or_path), frames, validate=validate)
+
+    def read_info(self, index_or_path: int | str | Path) -> EpisodeInfo:
+        """An episode's metadata without its pixels."""
+        return read_episode_info(self._resolve(index_or_path))
+
+    def infos(self, split: str | None = None) -> list[EpisodeInfo]:
+        out = [read_episode_info(p) for p in self.episode_paths()]
+        return out if split is None else [i for i in out if i.split == split]
+
+    def iter_episodes(self, split: str | None = None) -> Iterator[Episode]:
+        for p in self.episode_paths(split):
+            yield read_episode(p)
+
+    # -- writing
+    def write(self, index: int, episode: Episode, *, compresslevel: int = 6) -> Path:
+        """Write ``episode`` atomically as episode ``index`` (replacing any existing file).
+
+        Raises :class:`EpisodeError` (code ``intrinsics_mismatch``) unless the episode's intrinsics
+        equal the dataset's.
+        """
+        path = self.episode_path(index)
+        if episode.intrinsics != self.intrinsics:
+            raise EpisodeError(
+                f"episode intrinsics {episode.intrinsics} differ from the dataset's {self.intrinsics} "
+                f"({self.json_path})",
+                path,
+                code="intrinsics_mismatch",
+            )
+        self.episodes_dir.mkdir(parents=True, exist_ok=True)
+        return write_episode(path, episode, compresslevel=compresslevel)
+
+    def has_valid_episode(self, index: int) -> bool:
+        """Cheap check for resumable generation: episode ``index`` exists, opens, has every array
+        with sizes matching its metadata, and the dataset's intrinsics. Decompresses no pixels."""
+        path = self.episode_path(index)
+        if not path.is_file():
+            return False
+        try:
+            info = check_episode_file(path)
+        except EpisodeError:
+            return False
+        return info.intrinsics == self.intrinsics
+
+    def temp_files(self) -> list[Path]:
+        """Leftover temp files of interrupted writes (``.NAME.XXXX.tmp``)."""
+        out = []
+        for d in (self.root, self.episodes_dir):
+            if d.is_dir():
+                out += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
+        return sorted(out)
+
+    def clean_temp_files(self) -> list[Path]:
+        """Delete leftover temp files (only call when no writer is running). Returns them."""
+        removed = []
+        for p in self.temp_files():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+        return removed
+
+    # -- summary / verify
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary from per-episode metadata only (no pixels are decompressed).
+
+        Keys: ``name``, ``root``, ``format_version``, ``num_episodes``, ``num_frames``,
+        ``splits`` (``{split: {episodes, frames, houses}}``), ``num_houses``, ``kinds``
+        (``{kind: episodes}``), ``resolution``, ``intrinsics``, ``action_config``,
+        ``with_actions`` (episodes), ``num_collisions``, ``path_length_m``, ``episode_bytes``,
+        ``disk_bytes`` (whole directory), ``generator``, ``created``, ``unreadable`` (paths).
+        """
+        splits: dict[str, dict[str, Any]] = {}
+        houses: dict[str, set[str]] = defaultdict(set)
+        kinds: Counter[str] = Counter()
+        n_ep = n_fr = n_act = n_coll = 0
+        length = 0.0
+        ep_bytes = 0
+        unreadable = []
+        for p in self.episode_paths():
+            try:
+                info = read_episode_info(p)
+            except EpisodeError:
+                unreadable.append(str(p))
+                continue
+            s = splits.setdefault(info.split, {"episodes": 0, "frames": 0, "houses": 0})
+            s["episodes"] += 1
+            s["frames"] += info.num_frames
+            houses[info.split].add(info.house_id)
+            kinds[info.kind] += 1
+            n_ep += 1
+            n_fr += info.num_frames
+            n_act += int(info.has_actions)
+            n_coll += int(info.stats.get("num_collisions", 0))
+            length += float(info.stats.get("path_length_m", 0.0))
+            ep_bytes += info.file_size
+        for k, s in splits.items():
+            s["houses"] = len(houses[k])
+        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return {
+            "name": self.spec.name,
+            "root": str(self.root),
+            "format_version": self.spec.format_version,
+            "num_episodes": n_ep,
+            "num_frames": n_fr,
+            "splits": {k: splits[k] for k in sorted(splits, key=lambda k: (SPLITS + (k,)).index(k))},
+            "num_houses": len(set().union(*houses.values())) if houses else 0,
+            "kinds": dict(sorted(kinds.items())),
+            "resolution": {"width": self.intrinsics.width, "height": self.intrinsics.height},
+            "intrinsics": self.intrinsics.to_dict(),
+            "action_config": self.spec.to_dict()["action_config"],
+            "with_actions": n_act,
+            "num_collisions": n_coll,
+            "path_length_m": length,
+            "episode_bytes": ep_bytes,
+            "disk_bytes": disk,
+            "generator": self.spec.generator,
+            "created": self.spec.created,
+            "unreadable": unreadable,
+        }
+
+    def verify(self, *, full: bool = True, progress: bool | Callable[[int, int, Path], None] = False) -> list[Problem]:
+        return verify_dataset(self.root, full=full, progress=progress)
+
+
+def create_dataset(root: str | Path, spec: DatasetSpec, *, exist_ok: bool = False) -> Dataset:
+    """Create ``root/dataset.json`` and ``root/episodes/``.
+
+    With ``exist_ok`` an existing dataset is opened instead (for resuming), provided its
+    intrinsics and action config equal ``spec``'s; otherwise an existing ``dataset.json`` raises
+    :class:`DatasetError`. ``spec.created`` is filled with the creation time and versions.
+    """
+    root = Path(root)
+    js = root / DATASET_JSON
+    if js.exists():
+        if not exist_ok:
+            raise DatasetError("already exists (pass exist_ok=True to resume into it)", js)
+        ds = open_dataset(root)
+        for fld in ("intrinsics", "action_config"):
+            if getattr(ds.spec, fld) != getattr(spec, fld):
+                raise DatasetError(
+                    f"existing value {getattr(ds.spec, fld)} differs from the requested {getattr(spec, fld)}", js, fld
+                )
+        ds.episodes_dir.mkdir(exist_ok=True)
+        return ds
+    root.mkdir(parents=True, exist_ok=True)
+    (root / EPISODES_DIR).mkdir(exist_ok=True)
+    spec = DatasetSpec(
+        name=spec.name, intrinsics=spec.intrinsics, action_config=spec.action_config, generator=dict(spec.generator),
+        description=spec.description, created={**_creation_info(), **spec.created},
+        format_version=spec.format_version,
+    )  # fmt: skip
+    spec.save(js)
+    return Dataset(root, spec)
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Open an existing dataset directory; :class:`DatasetError` names the file and field if invalid."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("no such dataset directory", root)
+    return Dataset(root, DatasetSpec.load(root / DATASET_JSON))
+
+
+def verify_dataset(
+    root: str | Path, *, full: bool = True, progress: bool | Callable[[int, int, Path], None] = False
+) -> list[Problem]:
+    """Check a dataset directory; return every problem found (empty list = all good).
+
+    ``full`` reads every episode completely (CRC-checked, validated); otherwise only the cheap
+    structural check of :meth:`Dataset.has_valid_episode` is done. ``progress`` is ``True`` for a
+    rich progress bar, or a callable ``(done, total, path)``.
+    """
+    root = Path(root)
+    try:
+        ds = open_dataset(root)
+    except DatasetError as e:
+        reason = e.reason if e.field is None else f"field {e.field!r}: {e.reason}"
+        return [Problem(e.path or root, reason, "dataset_json")]
+    problems: list[Problem] = []
+    for p in ds.temp_files():
+        reason = "leftover temp file from an interrupted write (safe to delete when no writer runs)"
+        problems.append(Problem(p, reason, "temp_file", "warning"))
+    if not ds.episodes_dir.is_dir():
+        problems.append(Problem(ds.episodes_dir, "episodes directory is missing", "unreadable"))
+        return problems
+    for p in sorted(ds.episodes_dir.iterdir()):
+        if not EPISODE_RE.match(p.name) and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)):
+            reason = "unexpected file in episodes/ (expected ep_NNNNNN.npz)"
+            problems.append(Problem(p, reason, "stray_file", "warning"))
+
+    indices = ds.episode_indices()
+    paths = [ds.episode_path(i) for i in indices]
+    ids: dict[str, Path] = {}
+    house_splits: dict[str, set[str]] = defaultdict(set)
+
+    def check(path: Path) -> None:
+        try:
+            info = read_episode_info(path) if full else check_episode_file(path)
+            if full:
+                read_episode(path, validate=True)
+        except EpisodeError as e:
+            problems.append(Problem(path, e.reason, _CODE_TO_KIND.get(e.code, "unreadable")))
+            return
+        if info.intrinsics != ds.intrinsics:
+            problems.append(
+                Problem(
+                    path,
+                    f"intrinsics {info.intrinsics} differ from {DATASET_JSON}'s {ds.intrinsics}",
+                    "intrinsics_mismatch",
+                )
+            )
+        if info.episode_id in ids:
+            problems.append(Problem(path, f"episode_id {info.episode_id!r} also used by {ids[info.episode_id].name}",
+                                    "duplicate_id"))  # fmt: skip
+        else:
+            ids[info.episode_id] = path
+        house_splits[info.house_id].add(info.split)
+
+    _run_with_progress(paths, check, progress, f"verifying {ds.name}")
+
+    if indices:
+        missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            problems.append(Problem(ds.episodes_dir, f"{len(missing)} episode index(es) missing: {shown}",
+                                    "missing_index", "warning"))  # fmt: skip
+    for house, splits in sorted(house_splits.items()):
+        if len(splits) > 1 and house:
+            problems.append(Problem(ds.root, f"house {house!r} appears in several splits {sorted(splits)} "
+                                    "(splits should be by house)", "split_leak", "warning"))  # fmt: skip
+    return problems
+
+
+def _run_with_progress(
+    paths: list[Path], fn: Callable[[Path], None], progress: bool | Callable[[int, int, Path], None], label: str
+) -> None:
+    n = len(paths)
+    if callable(progress):
+        for i, p in enumerate(paths):
+            fn(p)
+            progress(i + 1, n, p)
+        return
+    if not progress:
+        for p in paths:
+            fn(p)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(label, total=n)
+        for p in paths:
+            fn(p)
+            bar.advance(task)
