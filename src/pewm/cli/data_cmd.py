@@ -69,7 +69,7 @@ def import_(
         if format.lower() != "tum":
             raise ValueError(f"--format {format!r} is not supported; supported: tum")
         res = import_tum(src, out, fx=fx, fy=fy, cx=cx, cy=cy, depth_scale=depth_scale, max_frames=max_frames,
-                         max_time_diff=max_time_diff, stride=stride, split=split)
+                         max_time_diff=max_time_diff, stride=stride, split=split, progress=True)
     console.print(f"imported {src} -> {out}: {res}")
 
 
@@ -101,13 +101,15 @@ def verify(path: Path = typer.Argument(..., help="Dataset directory.")) -> None:
 
     with user_errors():
         problems = verify_dataset(path, progress=True)
-    if not problems:
-        console.print(f"[green]ok[/]: every episode in {path} is readable and consistent")
-        return
+    errors = [p for p in problems if p.severity == "error"]
     for p in problems:
-        console.print(f"[red]{p.path}[/]: {p.reason}", highlight=False)
-    console.print(f"{len(problems)} problem(s) found")
-    raise typer.Exit(1)
+        colour = "red" if p.severity == "error" else "yellow"
+        console.print(f"[{colour}]{p.severity}[/] {p.path}: {p.reason}", highlight=False)
+    if errors:
+        console.print(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: every episode in {path} is readable and consistent"
+                  + (f" ({len(problems)} warning(s))" if problems else ""))
 
 
 @data_app.command()

@@ -1,6 +1,7 @@
 """Camera geometry shared by every pewm package (knows nothing above it)."""
 
 from pewm.geometry.camera import Intrinsics, intrinsics_from_fov
+from pewm.geometry.consistency import reprojection_depth_errors
 from pewm.geometry.kinematics import (
     Action,
     ActionConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "poses_from_actions",
     "project_points",
     "quaternion_to_matrix",
+    "reprojection_depth_errors",
     "relative_pose",
     "unproject_depth",
     "valid_depth",

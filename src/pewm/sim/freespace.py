@@ -127,14 +127,13 @@ class FreeSpaceGrid:
         return self._smooth(pts)
 
     def _smooth(self, pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        """Greedy line-of-sight shortcutting: from each kept point, go as far as the view is free."""
         out = [pts[0]]
         k = 0
         while k < len(pts) - 1:
-            nxt = k + 1
-            for m in range(len(pts) - 1, k, -1):
-                if self.segment_is_free(*pts[k], *pts[m]):
-                    nxt = m
-                    break
-            out.append(pts[nxt])
-            k = nxt
+            m = k + 1
+            while m + 1 < len(pts) and self.segment_is_free(*pts[k], *pts[m + 1]):
+                m += 1
+            out.append(pts[m])
+            k = m
         return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pewm.geometry import Action, ActionConfig, AgentState, wrap_angle
+from pewm.geometry import Action, ActionConfig, AgentState, apply_action, wrap_angle
 from pewm.sim.freespace import FreeSpaceGrid
 from pewm.sim.motion import move
 
@@ -30,8 +30,9 @@ class TrajectoryConfig:
     )
     look_around_prob: float = 0.5  # start with a full turn in place, as the paper's data sometimes does
     min_goal_distance_m: float = 2.0
-    planning_margin_m: float = 0.1  # extra clearance for planned paths, on top of the agent radius
-    waypoint_tolerance_m: float = 0.15
+    planning_margin_m: float = 0.15  # extra clearance for planned paths, on top of the agent radius
+    waypoint_tolerance_m: float = 0.14
+    waypoint_spacing_m: float = 0.5  # paths are followed through waypoints this far apart (bounds drift)
 
     def __post_init__(self) -> None:
         bad = set(self.kind_weights) - set(TRAJECTORY_KINDS)
@@ -80,15 +81,16 @@ class _Planner:
     def go_to(self, goal: tuple[float, float]) -> bool:
         """Follow the shortest path to ``goal``; ``False`` if unreachable or stuck."""
         start = (self.state.x, self.state.y)
-        if not self.plan_free.is_free(*start):
-            path = self.free.shortest_path(start, goal) if self.free.is_free(*goal) else None
-        else:
-            path = self.plan_free.shortest_path(start, goal)
+        # plan with clearance where both ends allow it, else in the plain free space
+        grid = self.plan_free if (self.plan_free.is_free(*start) and self.plan_free.is_free(*goal)) else self.free
+        if not (grid.is_free(*start) and grid.is_free(*goal)):
+            return False
+        path = grid.shortest_path(start, goal)
         if path is None:
             return False
         tol = max(self.cfg.waypoint_tolerance_m, 0.55 * self.acfg.forward_m)
-        for wx, wy in path[1:]:
-            stuck = 0
+        for wx, wy in _densify(path, self.cfg.waypoint_spacing_m)[1:]:
+            blocked = 0
             while not self.full:
                 dx, dy = wx - self.state.x, wy - self.state.y
                 if math.hypot(dx, dy) < tol:
@@ -96,12 +98,17 @@ class _Planner:
                 err = wrap_angle(math.atan2(dy, dx) - self.state.yaw)
                 if abs(err) > 0.5 * self.turn + 1e-9:
                     self.act(Action.TURN_LEFT if err > 0 else Action.TURN_RIGHT)
-                elif not self.act(Action.FORWARD):
-                    stuck += 1
-                    if stuck > 2:
-                        return False
-                    # sidestep the corner: turn a little toward the freer side and retry
-                    self.act(Action.TURN_LEFT if self.rng.random() < 0.5 else Action.TURN_RIGHT)
+                    continue
+                ahead = apply_action(self.state, Action.FORWARD, self.acfg)
+                if self.free.segment_is_free(self.state.x, self.state.y, ahead.x, ahead.y):
+                    self.act(Action.FORWARD)
+                    continue
+                # the planner knows the map, so it never walks into a wall: rotate off the
+                # obstacle toward the waypoint's side and try again, or give up on this goal
+                blocked += 1
+                if blocked > 3:
+                    return False
+                self.act(Action.TURN_LEFT if err >= 0 else Action.TURN_RIGHT)
             if self.full:
                 return True
         return True
@@ -174,6 +181,15 @@ def plan_actions(
     while not p.full:  # could not move on (tiny free space): look around in place
         p.act(Action.TURN_LEFT)
     return p.actions
+
+
+def _densify(path: list[tuple[float, float]], spacing: float) -> list[tuple[float, float]]:
+    """Insert waypoints so consecutive ones are at most ``spacing`` apart."""
+    out = [path[0]]
+    for (x0, y0), (x1, y1) in zip(path, path[1:]):
+        n = max(1, int(math.ceil(math.hypot(x1 - x0, y1 - y0) / spacing)))
+        out.extend((x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(1, n + 1))
+    return out
 
 
 def choose_kind(rng: np.random.Generator, cfg: TrajectoryConfig = TrajectoryConfig()) -> str:
