@@ -109,7 +109,7 @@ def make_texture(spec: TextureSpec, size: int = 64) -> np.ndarray:
         shade = rng.uniform(-0.12, 0.12, size=(n + 1, 3))
         grain = 0.25 * _smooth_noise(rng, size, 8)
         mask = np.clip(grain + 0.15 * np.sin((u + offsets[row] * 3) * 9.0), 0, 1)
-        img = _blend(mask, spec.color1, spec.color2) + shade[row] .astype(np.float32)
+        img = _blend(mask, spec.color1, spec.color2) + shade[row].astype(np.float32)
         seam_v = (v - np.floor(v)) < 0.08
         seam_u = ((u * 0.5 + offsets[row]) % 1.0) < 0.03
         img[seam_v | seam_u] *= 0.55
