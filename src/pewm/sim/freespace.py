@@ -56,6 +56,14 @@ class FreeSpaceGrid:
         s = np.linspace(0.0, 1.0, n)
         return bool(np.all(self.is_free(x0 + s * (x1 - x0), y0 + s * (y1 - y0))))
 
+    def downsampled(self, factor: int) -> "FreeSpaceGrid":
+        """A coarser grid (``factor`` x the cell size) whose cell is free only if all its sub-cells are."""
+        if factor <= 1:
+            return self
+        r, c = (n // factor * factor for n in self.free.shape)
+        blocks = self.free[:r, :c].reshape(r // factor, factor, c // factor, factor)
+        return FreeSpaceGrid(blocks.all(axis=(1, 3)), self.origin, self.resolution * factor)
+
     def largest_component(self) -> np.ndarray:
         """Mask of the largest 4-connected free region (where start/goal pairs are always connected)."""
         from scipy import ndimage

@@ -32,6 +32,7 @@ class TrajectoryConfig:
     min_goal_distance_m: float = 2.0
     planning_margin_m: float = 0.15  # extra clearance for planned paths, on top of the agent radius
     waypoint_tolerance_m: float = 0.14
+    planning_cell_m: float = 0.1  # A* cell size (the collision grid stays finer)
     waypoint_spacing_m: float = 0.5  # paths are followed through waypoints this far apart (bounds drift)
 
     def __post_init__(self) -> None:
@@ -153,6 +154,9 @@ def plan_actions(
     margin_cells = int(math.ceil(cfg.planning_margin_m / free_space.resolution))
     plan_mask = ndimage.binary_erosion(free_space.free, iterations=margin_cells) if margin_cells else free_space.free
     plan_free = FreeSpaceGrid(plan_mask if plan_mask.any() else free_space.free, free_space.origin, free_space.resolution)
+    # A* on cells of about 0.1 m: 4x fewer cells than the collision grid, same paths in practice
+    coarse = plan_free.downsampled(max(1, int(round(cfg.planning_cell_m / free_space.resolution))))
+    plan_free = coarse if coarse.free.any() else plan_free
     p = _Planner(free_space, plan_free, start, steps, action_cfg, cfg, rng)
     if rng.random() < cfg.look_around_prob:
         p.look_around()
