@@ -56,6 +56,23 @@ class FreeSpaceGrid:
         s = np.linspace(0.0, 1.0, n)
         return bool(np.all(self.is_free(x0 + s * (x1 - x0), y0 + s * (y1 - y0))))
 
+    def nearest_free(self, x: float, y: float) -> tuple[float, float]:
+        """Centre of the free cell nearest to world ``(x, y)`` (the point itself if already free)."""
+        if self.is_free(x, y):
+            return float(x), float(y)
+        if not hasattr(self, "_nearest"):
+            from scipy import ndimage
+
+            if not self.free.any():
+                raise ValueError("FreeSpaceGrid.nearest_free: no free cell")
+            self._nearest = ndimage.distance_transform_edt(~self.free, return_distances=False, return_indices=True)
+        i, j = self.world_to_cell(x, y)
+        i = int(np.clip(i, 0, self.free.shape[0] - 1))
+        j = int(np.clip(j, 0, self.free.shape[1] - 1))
+        ni, nj = self._nearest[0][i, j], self._nearest[1][i, j]
+        cx, cy = self.cell_to_world(ni, nj)
+        return float(cx), float(cy)
+
     def downsampled(self, factor: int) -> "FreeSpaceGrid":
         """A coarser grid (``factor`` x the cell size) whose cell is free only if all its sub-cells are."""
         if factor <= 1:

@@ -82,11 +82,14 @@ class _Planner:
     def go_to(self, goal: tuple[float, float]) -> bool:
         """Follow the shortest path to ``goal``; ``False`` if unreachable or stuck."""
         start = (self.state.x, self.state.y)
-        # plan with clearance where both ends allow it, else in the plain free space
-        grid = self.plan_free if (self.plan_free.is_free(*start) and self.plan_free.is_free(*goal)) else self.free
-        if not (grid.is_free(*start) and grid.is_free(*goal)):
+        if not self.free.is_free(*goal):
             return False
-        path = grid.shortest_path(start, goal)
+        # plan with clearance between the nearest cells of the planning grid; the short hops from
+        # the start and to the goal are checked by the follower like every other move
+        a, b = self.plan_free.nearest_free(*start), self.plan_free.nearest_free(*goal)
+        path = self.plan_free.shortest_path(a, b)
+        if path is not None:
+            path = [start] + path + [goal]
         if path is None:
             return False
         tol = max(self.cfg.waypoint_tolerance_m, 0.55 * self.acfg.forward_m)
