@@ -53,9 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/sim_throughput.json")
     ap.add_argument("--frames", type=int, default=1000)
-    ap.add_argument("--houses", type=int, default=4)
+    ap.add_argument("--houses", type=int, default=12)
     ap.add_argument("--episodes-per-house", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=200)
     args = ap.parse_args()
 
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -244,7 +244,13 @@ def _run(out: Path, cfg: GenerateConfig, todo: list[EpisodePlan]) -> Iterator[tu
         for p in todo:
             yield _worker_record((str(out), p))
         return
-    ctx = mp.get_context("spawn")
+    # forkserver: workers fork from a clean server that has imported pewm once (fast start) but never
+    # opened a GL context, which a plain fork would inherit from a parent that has rendered
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["pewm.sim.generate", "pewm.sim.env", "pewm.data"])
+    else:
+        ctx = mp.get_context("spawn")
     with ctx.Pool(min(cfg.workers, len(todo)), initializer=_worker_init, initargs=(cfg,)) as pool:
         chunk = max(1, min(cfg.episodes_per_house, math.ceil(len(todo) / cfg.workers)))
         yield from pool.imap_unordered(_worker_record, [(str(out), p) for p in todo], chunksize=chunk)
