@@ -1,0 +1,128 @@
+"""Rendering the map back to images: fidelity at fused and novel poses, agreement with Open3D TSDF."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import memory_scenes as S
+from pewm.memory import PersistentMap, VoxelMap, VoxelMapConfig
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def fused():
+    K = S.intrinsics(SIZE).matrix
+    poses = S.look_around(1.5, 1.5, 24) + S.look_around(4.5, 3.8, 12) + [S.pose(1.0 + 0.5 * i, 1.0, 45) for i in range(4)]
+    rgb, depth, P = S.frames(poses, K, SIZE, SIZE)
+    m = VoxelMap(VoxelMapConfig.surface())  # default render voxel size (5 cm)
+    m.integrate(rgb, depth, K, P)
+    return m, rgb, depth, P, K
+
+
+def _scores(m, K, pose, rgb, depth):
+    out = m.render(K, pose, SIZE, SIZE)
+    mask = out.mask.numpy()
+    psnr = S.psnr(out.image.permute(1, 2, 0).numpy(), rgb / 255.0, mask)
+    derr = np.abs(out.depth.numpy() - depth)[mask]
+    return psnr, float(np.median(derr)), float(mask.mean())
+
+
+def test_render_reproduces_fused_frames(fused):
+    m, rgb, depth, P, K = fused
+    for i in (0, 7, 30, 38):
+        psnr, med, cov = _scores(m, K, P[i], rgb[i], depth[i])
+        assert psnr >= 22.0, (i, psnr)
+        assert med <= 0.03, (i, med)
+        assert cov >= 0.95, (i, cov)
+
+
+def test_render_novel_pose_close_to_fused_quality(fused):
+    m, rgb, depth, P, K = fused
+    # 0.3 m from the nearest fused pose, looking at surfaces seen from the look-around
+    base = S.pose(1.5, 1.5, 45.0)
+    novel = S.pose(1.5 + 0.3 * math.cos(math.radians(135)), 1.5 + 0.3 * math.sin(math.radians(135)), 45.0)
+    rb, db = S.render(K, base, SIZE, SIZE)
+    rn, dn = S.render(K, novel, SIZE, SIZE)
+    p_base, _, _ = _scores(m, K, base, rb, db)
+    p_novel, med, cov = _scores(m, K, novel, rn, dn)
+    assert p_novel >= p_base - 1.0, (p_base, p_novel)
+    assert med <= 0.03 and cov >= 0.9
+
+
+def test_render_batched_and_empty(fused):
+    m, rgb, depth, P, K = fused
+    out = m.render(np.stack([K, K]), P[:2], SIZE, SIZE)
+    assert out.image.shape == (2, 3, SIZE, SIZE) and out.depth.shape == (2, SIZE, SIZE)
+    single = m.render(K, P[1], SIZE, SIZE)
+    assert torch.allclose(out.image[1], single.image) and torch.equal(out.mask[1], single.mask)
+    empty = VoxelMap(VoxelMapConfig.surface()).render(K, P[0], 8, 8)
+    assert not empty.mask.any() and empty.image.shape == (3, 8, 8)
+
+
+def test_persistent_map_features_and_render():
+    K = S.intrinsics(32).matrix
+    rgb, depth, P = S.frames(S.look_around(1.5, 1.5, 8), K, 32, 32)
+    from pewm.memory import make_extractor
+
+    pm = PersistentMap(extractor=make_extractor("rgb"))
+    pm.integrate(rgb, depth, K, P)
+    assert pm.features.get("feature").shape[1] == 3
+    out = pm.render_features(K, P[0], 32, 32)
+    assert out.image.shape == (3, 32, 32) and out.mask.float().mean() > 0.9
+    # a pixel-aligned coarse feature is the max over a 0.25 x 0.25 x 1 m voxel: >= the pixel colour there
+    col = pm.render(K, P[0], 32, 32).image
+    assert (out.image[:, out.mask] + 1e-5 >= col[:, out.mask]).float().mean() > 0.95
+    t = pm.tokens(max_tokens=10, around=P[0])
+    assert len(t) == 10
+
+
+@pytest.mark.timeout(120)  # Open3D's ray cast has been seen to stall; fail instead of hanging the suite
+def test_agrees_with_open3d_tsdf(fused):
+    o3d = pytest.importorskip("open3d")
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    m, rgb, depth, P, K = fused
+    vbg = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf", "weight"), attr_dtypes=(o3d.core.float32, o3d.core.float32), attr_channels=((1), (1)),
+        voxel_size=0.04, block_resolution=8, block_count=20000, device=o3d.core.Device("CPU:0"),
+    )
+    intr = o3d.core.Tensor(K, o3d.core.float64)
+    for i in range(len(P)):
+        extr = o3d.core.Tensor(np.linalg.inv(P[i]), o3d.core.float64)  # Open3D wants world-to-camera
+        dimg = o3d.t.geometry.Image(np.ascontiguousarray(depth[i]))
+        blocks = vbg.compute_unique_block_coordinates(dimg, intr, extr, 1.0, 8.0)
+        vbg.integrate(blocks, dimg, intr, extr, 1.0, 8.0)
+    agree, both = [], []
+    for pose in (P[3], P[26], S.pose(2.5, 2.0, 100.0)):
+        extr = o3d.core.Tensor(np.linalg.inv(pose), o3d.core.float64)
+        d_o3d = None
+        for _ in range(4):  # Open3D 0.20's range map is occasionally under-allocated and the cast comes back empty
+            res = vbg.ray_cast(
+                block_coords=vbg.hashmap().key_tensor(), intrinsic=intr, extrinsic=extr, width=SIZE, height=SIZE,
+                render_attributes=["depth"], depth_scale=1.0, depth_min=0.1, depth_max=8.0, weight_threshold=1.0,
+                range_map_down_factor=1,  # the default (8) leaves 64x64 casts empty
+            )
+            d = res["depth"].numpy()[..., 0]
+            if d_o3d is None or (d > 0).mean() > (d_o3d > 0).mean():
+                d_o3d = d
+            if (d_o3d > 0).mean() > 0.8:
+                break
+        ours = m.render(K, pose, SIZE, SIZE)
+        # TSDF ray casting is unreliable within a pixel of depth discontinuities: compare elsewhere
+        pad = np.pad(d_o3d, 1, mode="edge")
+        jump = np.max(np.abs(np.stack([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]]) - d_o3d), axis=0)
+        cov = (d_o3d > 0) & ours.mask.numpy() & (jump < 0.1)
+        err = np.abs(d_o3d - ours.depth.numpy())[cov]
+        assert cov.mean() > 0.15  # Open3D 0.20 leaves parts of low-res casts empty; compare where both cover
+        agree.append((err <= 0.05).mean())
+        # where we disagree, the analytic ground truth sides with us (Open3D's 64x64 TSDF cast is coarser)
+        _, gt = S.render(K, pose, SIZE, SIZE)
+        ok_o3d = (np.abs(d_o3d - gt)[d_o3d > 0] <= 0.05).mean()
+        ok_ours = (np.abs(ours.depth.numpy() - gt)[ours.mask.numpy()] <= 0.05).mean()
+        assert ok_ours >= max(ok_o3d, 0.95), (ok_ours, ok_o3d)
+    assert min(agree[:2]) >= 0.9, agree  # fused poses
+    assert agree[2] >= 0.85, agree  # novel pose: Open3D itself is within 5 cm of the truth on only ~80% there
