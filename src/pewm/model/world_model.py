@@ -1,0 +1,374 @@
+"""``WorldModel``: the denoiser, its memory reader and the diffusion process behind one object.
+
+* ``model(batch)`` / :meth:`WorldModel.training_loss` -- the v-prediction loss of a
+  :class:`ClipBatch` (§3.4), so a DDP-wrapped model is called like the model itself.
+* :meth:`WorldModel.generate` -- one chunk of ``H`` future RGB-D frames from the current frame, its
+  pose, the actions (or poses) and the memory (one iteration of Algorithm 1 without the map update).
+* :meth:`WorldModel.save_pretrained` / :meth:`WorldModel.from_pretrained` -- a directory with
+  ``config.json`` and ``model.safetensors``.
+
+Conventions: poses are camera-to-world 4x4 (OpenCV camera, world z up), depth is metric z-depth,
+``actions[t]`` moves from frame ``t`` to frame ``t + 1`` (frame 0 = the current frame), so a chunk
+of ``H`` future frames takes exactly ``H`` actions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pewm.geometry import Action, ActionConfig, Intrinsics, check_pose, poses_from_actions
+from pewm.model.config import ModelConfig, from_preset
+from pewm.model.denoiser import Conditioning, Denoiser
+from pewm.model.diffusion import VDiffusion
+from pewm.model.memory_readers import MemoryInput
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "pewm.WorldModel"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ClipBatch:
+    """A training batch of clips of ``1 + H`` frames (frame 0 = the current, clean frame).
+
+    ``rgb`` ``(B, 1 + H, 3, h, w)`` float in ``[0, 1]`` (or uint8), ``depth`` ``(B, 1 + H, h, w)``
+    metres, ``poses`` ``(B, 1 + H, 4, 4)`` camera-to-world, ``K`` ``(B, 3, 3)`` or ``(3, 3)``,
+    ``memory`` for the reader (positions in frame 0's camera frame).
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    poses: torch.Tensor
+    K: torch.Tensor
+    memory: MemoryInput | None = None
+
+
+@dataclass
+class Generation:
+    """Generated future frames: ``rgb`` ``(B, H, h, w, 3)`` (uint8, or float in ``[0, 1]``),
+    ``depth`` ``(B, H, h, w)`` metres (float32), ``poses`` ``(B, H, 4, 4)`` camera-to-world (float64)."""
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    poses: torch.Tensor
+
+
+def relative_poses(poses: torch.Tensor) -> torch.Tensor:
+    """``(B, F, 4, 4)`` camera-to-world -> poses relative to frame 0 (``inv(T_0) @ T_i``), float32."""
+    T = poses.double()
+    R0, t0 = T[:, :1, :3, :3], T[:, :1, :3, 3:]
+    R0t = R0.transpose(-1, -2)
+    rel = torch.zeros_like(T)
+    rel[..., :3, :3] = R0t @ T[..., :3, :3]
+    rel[..., :3, 3:] = R0t @ (T[..., :3, 3:] - t0)
+    rel[..., 3, 3] = 1.0
+    return rel.float()
+
+
+class WorldModel(nn.Module):
+    """RGB-D video diffusion world model with a memory reader (§3 of arXiv 2505.05495)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"WorldModel needs a ModelConfig, got {type(config).__name__}")
+        self.config = config.validate()
+        self.denoiser = Denoiser(config)
+        self.diffusion = VDiffusion(config.diffusion)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "WorldModel":
+        return cls(from_preset(name, **overrides))
+
+    # -- parameters ----------------------------------------------------------------------------
+    def memory_parameters(self):
+        """Parameters of the memory reader (trained in stage 2)."""
+        return self.denoiser.memory_parameters()
+
+    def backbone_parameters(self):
+        """Everything else (trained in stage 1, frozen in stage 2)."""
+        return self.denoiser.backbone_parameters()
+
+    def num_parameters(self) -> dict[str, int]:
+        mem = sum(p.numel() for p in self.memory_parameters())
+        bb = sum(p.numel() for p in self.backbone_parameters())
+        return {"backbone": bb, "memory": mem, "total": bb + mem}
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.patch_embed.weight.device
+
+    # -- training ------------------------------------------------------------------------------
+    def _check_clip(self, batch: ClipBatch) -> None:
+        cfg = self.config
+        F_, h, w = cfg.frames + 1, cfg.image_height, cfg.image_width
+        B = batch.rgb.shape[0] if batch.rgb.ndim else 0
+        for name, t, shape in (
+            ("rgb", batch.rgb, (B, F_, 3, h, w)),
+            ("depth", batch.depth, (B, F_, h, w)),
+            ("poses", batch.poses, (B, F_, 4, 4)),
+        ):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"ClipBatch.{name} has shape {tuple(t.shape)}, expected {shape} (1 + H = {F_} frames)")
+
+    def condition(self, batch: ClipBatch) -> tuple[torch.Tensor, Conditioning]:
+        """Normalised future frames ``x0`` ``(B, H, 4, h, w)`` and the conditioning of ``batch``."""
+        self._check_clip(batch)
+        dev = self.device
+        rgb = batch.rgb.to(dev)
+        rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+        frames = self.denoiser.normalize_frames(rgb, batch.depth.to(dev).float())
+        rel = relative_poses(torch.as_tensor(batch.poses).to(dev))
+        K = torch.as_tensor(batch.K).to(dev)
+        cond = self.denoiser.condition(frames[:, 0], rel, K, batch.memory)
+        return frames[:, 1:], cond
+
+    def training_loss(
+        self, batch: ClipBatch, memory_dropout: float | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """v-prediction loss (§3.4); the memory of each sample is dropped with probability
+        ``memory_dropout`` (default ``config.memory_dropout``) for classifier-free guidance."""
+        x0, cond = self.condition(batch)
+        p = self.config.memory_dropout if memory_dropout is None else memory_dropout
+        return self.diffusion.loss(self.denoiser, x0, cond, memory_dropout=p, generator=generator)
+
+    def forward(self, batch: ClipBatch, **kw) -> dict[str, torch.Tensor]:
+        return self.training_loss(batch, **kw)
+
+    # -- generation ----------------------------------------------------------------------------
+    def _rgb(self, rgb) -> torch.Tensor:
+        cfg = self.config
+        x = torch.as_tensor(rgb)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4:
+            raise ValueError(f"current_rgb must be (B, h, w, 3) uint8 or (B, 3, h, w) float; got shape {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            if x.shape[-1] != 3:
+                raise ValueError(f"current_rgb: uint8 images must be channel-last (B, h, w, 3); got {tuple(x.shape)}")
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+        elif x.is_floating_point():
+            if x.shape[1] != 3:
+                raise ValueError(f"current_rgb: float images must be channel-first (B, 3, h, w); got {tuple(x.shape)}")
+            x = x.float()
+        else:
+            raise ValueError(f"current_rgb must be uint8 or float, got {x.dtype}")
+        if tuple(x.shape[-2:]) != (cfg.image_height, cfg.image_width):
+            raise ValueError(
+                f"current_rgb has resolution {x.shape[-2]}x{x.shape[-1]} (h x w), but the model expects "
+                f"{cfg.image_height}x{cfg.image_width}"
+            )
+        return x
+
+    def _depth(self, depth, B: int) -> torch.Tensor:
+        cfg = self.config
+        d = torch.as_tensor(depth)
+        if d.ndim == 2:
+            d = d[None]
+        if d.ndim != 3 or tuple(d.shape) != (B, cfg.image_height, cfg.image_width):
+            raise ValueError(
+                f"current_depth has shape {tuple(d.shape)}, expected ({B}, {cfg.image_height}, {cfg.image_width}) "
+                "metric z-depth"
+            )
+        return d.float()
+
+    def _K(self, K, B: int) -> torch.Tensor:
+        cfg = self.config
+        if isinstance(K, Intrinsics):
+            if (K.width, K.height) != (cfg.image_width, cfg.image_height):
+                raise ValueError(
+                    f"K: intrinsics are for {K.height}x{K.width} images (h x w), the model expects "
+                    f"{cfg.image_height}x{cfg.image_width}; use Intrinsics.scaled()"
+                )
+            K = K.matrix
+        K = torch.as_tensor(np.asarray(K) if not isinstance(K, torch.Tensor) else K).float()
+        if K.shape == (3, 3):
+            K = K.expand(B, 3, 3)
+        if tuple(K.shape) != (B, 3, 3):
+            raise ValueError(f"K has shape {tuple(K.shape)}, expected (3, 3) or ({B}, 3, 3)")
+        return K
+
+    def _future_poses(self, current_pose, actions, poses, B: int, action_config: ActionConfig) -> torch.Tensor:
+        H = self.config.frames
+        T0 = torch.as_tensor(np.asarray(current_pose.cpu() if isinstance(current_pose, torch.Tensor) else current_pose))
+        given = tuple(T0.shape)
+        if T0.ndim == 2 and given == (4, 4):
+            T0 = T0[None].expand(B, 4, 4)
+        if tuple(T0.shape) != (B, 4, 4):
+            raise ValueError(f"current_pose has shape {given}, expected (4, 4) or ({B}, 4, 4)")
+        T0 = check_pose(T0.double().numpy(), "current_pose")
+        if (actions is None) == (poses is None):
+            raise ValueError("generate: give exactly one of actions=... or poses=...")
+        if actions is not None:
+            a = np.asarray(actions.cpu() if isinstance(actions, torch.Tensor) else actions)
+            given = a.shape
+            if a.ndim == 1:
+                a = np.broadcast_to(a, (B, a.shape[0]))
+            if a.ndim != 2 or a.shape != (B, H):
+                raise ValueError(
+                    f"actions has shape {given}, expected ({H},) or ({B}, {H}): one action per future frame "
+                    "(actions[t] moves frame t to frame t + 1)"
+                )
+            a = Action.check(a)
+            fut = np.stack([poses_from_actions(T0[b], a[b], action_config)[1:] for b in range(B)])
+        else:
+            p = np.asarray(poses.cpu() if isinstance(poses, torch.Tensor) else poses, dtype=np.float64)
+            given = p.shape
+            if p.ndim == 3:
+                p = np.broadcast_to(p, (B,) + p.shape)
+            if p.shape != (B, H, 4, 4):
+                raise ValueError(
+                    f"poses has shape {given}, expected ({H}, 4, 4) or ({B}, {H}, 4, 4): camera-to-world poses "
+                    "of the future frames"
+                )
+            fut = check_pose(p, "poses")
+        return torch.from_numpy(np.concatenate([T0[:, None], fut], axis=1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        current_rgb,
+        current_depth,
+        current_pose,
+        K,
+        actions=None,
+        poses=None,
+        memory: MemoryInput | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        action_config: ActionConfig = ActionConfig(),
+        rgb_uint8: bool = True,
+    ) -> Generation:
+        """Generate the next ``H`` RGB-D frames (§3, one iteration of Algorithm 1).
+
+        ``current_rgb`` ``(B, h, w, 3)`` uint8 or ``(B, 3, h, w)`` float in ``[0, 1]``;
+        ``current_depth`` ``(B, h, w)`` metres; ``current_pose`` ``(B, 4, 4)`` camera-to-world;
+        ``K`` :class:`~pewm.geometry.Intrinsics`, ``(3, 3)`` or ``(B, 3, 3)``; exactly one of
+        ``actions`` ``(H,)``/``(B, H)`` action ids (``actions[t]`` leads from frame ``t`` to
+        ``t + 1``) or ``poses`` ``(H, 4, 4)``/``(B, H, 4, 4)`` future camera-to-world poses; the
+        unbatched forms are accepted for ``B = 1`` (or broadcast over the batch). ``steps``
+        DDIM steps (default ``config.diffusion.sampling_steps``); ``guidance_scale`` memory CFG.
+        """
+        rgb = self._rgb(current_rgb)
+        B = rgb.shape[0]
+        depth = self._depth(current_depth, B)
+        Kt = self._K(K, B)
+        all_poses = self._future_poses(current_pose, actions, poses, B, action_config)  # (B, 1+H, 4, 4) f64
+        dev = self.device
+        frame = self.denoiser.normalize_frames(rgb.to(dev), depth.to(dev))
+        mem = memory.to(device=dev) if memory is not None else None
+        cond = self.denoiser.condition(frame, relative_poses(all_poses.to(dev)), Kt.to(dev), mem)
+        x = self.diffusion.sample(self.denoiser, cond, steps=steps, guidance_scale=guidance_scale, generator=generator)
+        out_rgb, out_depth = self.denoiser.denormalize_frames(x.float())
+        out_rgb = out_rgb.permute(0, 1, 3, 4, 2)
+        if rgb_uint8:
+            out_rgb = (out_rgb * 255.0).round().to(torch.uint8)
+        return Generation(out_rgb.cpu(), out_depth.cpu(), all_poses[:, 1:].clone())
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each file is written
+        to a temporary file in the same directory and renamed, so a crash never leaves a torn file)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
+        fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".safetensors.tmp", dir=d)
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+            os.replace(tmp, d / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=d)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(meta, f, indent=2, sort_keys=True)
+            os.replace(tmp, d / CONFIG_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return d
+
+    @staticmethod
+    def load_config(directory) -> ModelConfig:
+        """The :class:`ModelConfig` saved in ``directory`` (errors name the file)."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise FileNotFoundError(f"no checkpoint directory at {d}")
+        path = d / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: not a pewm WorldModel checkpoint")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} config (format={meta.get('format') if isinstance(meta, dict) else None!r})")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: format_version {meta.get('format_version')!r} is not supported (this pewm reads {FORMAT_VERSION})"
+            )
+        try:
+            return ModelConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: incompatible model config: {e}") from e
+
+    @classmethod
+    def from_pretrained(cls, directory, reader: str | None = None, map_location="cpu") -> "WorldModel":
+        """Load a checkpoint written by :meth:`save_pretrained`.
+
+        ``reader`` switches the memory reader: the backbone is loaded (strictly) and the new
+        reader starts from its zero-gated initialisation, i.e. from exactly the stage-1 model
+        (§3.4, stage 2). Otherwise every tensor must match.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        cfg = cls.load_config(d)
+        switch = reader is not None and reader != cfg.reader
+        if switch:
+            cfg = cfg.replace(reader=reader)
+        path = d / WEIGHTS_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (config.json is there)")
+        try:
+            state = load_file(str(path), device=str(map_location))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path}: cannot read the weights: {e}") from e
+        model = cls(cfg)
+        own = model.state_dict()
+        if switch:
+            state = {k: v for k, v in state.items() if not k.startswith("denoiser.reader.")}
+            own = {k: v for k, v in own.items() if not k.startswith("denoiser.reader.")}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+        if missing or unexpected or shapes:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:3]}")
+            if shapes:
+                k = shapes[0]
+                parts.append(
+                    f"{len(shapes)} shape mismatch(es), e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                )
+            raise ValueError(f"{path} does not match its config.json: " + "; ".join(parts))
+        model.load_state_dict(state, strict=not switch)
+        return model.to(map_location)
