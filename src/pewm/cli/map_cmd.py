@@ -18,6 +18,7 @@ def build_map(
     batch: int = 8,
     z_max: Optional[float] = None,
     progress: bool = True,
+    px_per_m: float = 40.0,
 ) -> dict:
     """Library form of the command; returns a summary dict (voxels, bytes, paths)."""
     import numpy as np
@@ -26,7 +27,11 @@ def build_map(
     from pewm.data import open_dataset
     from pewm.memory import PersistentMap, PersistentMapConfig, VoxelMapConfig, make_extractor, map_top_down_image
 
-    ep = open_dataset(dataset_dir).read(episode)
+    ds = open_dataset(dataset_dir)
+    ep = ds.read(episode)
+    if z_max is None:  # simulated houses: look below the ceiling, or the top-down view shows only it
+        wall = ds.spec.generator.get("sim", {}).get("house", {}).get("wall_height")
+        z_max = float(wall) - 0.3 if wall else None
     kw = {"weights": dinov2_weights} if features == "dinov2" else {}
     if features == "dinov2" and dinov2_weights is None:
         raise typer.BadParameter("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")
@@ -50,7 +55,7 @@ def build_map(
     out.mkdir(parents=True, exist_ok=True)
     ply = pm.export_ply(out / "map.ply")
     png = out / "map_topdown.png"
-    Image.fromarray(map_top_down_image(pm, z_max=z_max)).save(png)
+    Image.fromarray(map_top_down_image(pm, px_per_m=px_per_m, z_max=z_max)).save(png)
     st = pm.save(out / "map.safetensors")
     return {
         "frames": T,
@@ -72,7 +77,9 @@ def register(app: typer.Typer) -> None:
         voxel_size: float = typer.Option(0.05, help="voxel size (m) of the fine colour map (PLY, top-down)"),
         features: str = typer.Option("rgb", help="feature extractor for the token map: rgb | dinov2"),
         dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (save_pretrained layout)"),
-        z_max: Optional[float] = typer.Option(None, help="ignore voxels above this height in the top-down image"),
+        z_max: Optional[float] = typer.Option(
+            None, help="ignore voxels above this height in the top-down image (default for simulated houses: "
+            "0.3 m below the ceiling)"),
     ) -> None:
         """Fuse all frames of one episode into a persistent 3D map; write map.ply, map_topdown.png, map.safetensors."""
         from rich.console import Console
