@@ -8,7 +8,7 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 
 @contextlib.contextmanager

@@ -218,6 +218,7 @@ def generate_dataset(out: str | Path, cfg: GenerateConfig,
             )
     else:
         ds = create_dataset(out, spec)
+    ds.clean_temp_files()  # leftovers of an interrupted run (one generator per directory at a time)
     _save_houses(out, cfg)
     plans = plan_dataset(cfg)
     todo = [p for p in plans if not ds.has_valid_episode(p.index)]
