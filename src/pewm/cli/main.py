@@ -27,6 +27,9 @@ except ImportError:  # pragma: no cover - only while the memory package is absen
 if _register_map is not None:
     _register_map(app)
 
+from pewm.cli.train_cmd import register as _register_train  # noqa: E402
+_register_train(app)
+
 
 @app.command()
 def version() -> None:

@@ -1,0 +1,114 @@
+"""``pewm train``: two-stage training of the world model (§4 "Training" of arXiv 2505.05495)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HELP = """Train the world model (two stages, as in the paper, §4).
+
+Stage 1 (--stage backbone) trains the video diffusion backbone with an empty memory.
+Stage 2 (--stage memory --init STAGE1_RUN) freezes the backbone and trains only the memory
+blocks of --reader; each clip's memory is built from the ground-truth frames before it.
+
+\b
+Examples:
+  pewm train --preset tiny --data houses --stage backbone --out runs/s1
+  pewm train --preset tiny --data houses --stage memory --reader voxel-xattn \\
+             --init runs/s1 --out runs/s2
+  pewm train --out runs/s2 --resume --steps 40000      # continue (exactly) from the last checkpoint
+  torchrun --nproc_per_node=8 -m pewm.cli.main train --preset paper ...   # DDP
+
+\b
+The run directory gets config.json, metrics.jsonl, samples/step_*.mp4, checkpoints/step_*/ and,
+at the end, model/ (EMA weights; WorldModel.from_pretrained("RUN/model")).
+Options left out come from --preset (or, with --resume, from the run's config.json).
+"""
+
+
+def resolve_config(out: Path, resume: bool, preset: Optional[str], overrides: dict):
+    """The run's :class:`~pewm.train.TrainConfig`: the preset (or the saved config when resuming)
+    with every option given on the command line."""
+    from pewm.train import TrainConfig, train_preset
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    saved = out / "config.json"
+    if resume and saved.is_file():
+        base = TrainConfig.load(saved)
+        if preset is not None and preset != base.preset:
+            raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
+        return base.replace(**given)
+    return train_preset(preset or "tiny", **given)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the ``pewm`` CLI."""
+
+    @app.command("train", help=HELP, no_args_is_help=True)
+    def train_command(
+        out: Path = typer.Option(..., "--out", "-o", help="run directory (created; holds config, metrics, checkpoints)"),
+        data: Optional[Path] = typer.Option(None, "--data", "-d", help="dataset directory (pewm data format)"),
+        preset: Optional[str] = typer.Option(None, help="training preset: micro | tiny | base | paper [default: tiny]"),
+        stage: Optional[str] = typer.Option(None, help="backbone (stage 1, no memory) | memory (stage 2, frozen backbone)"),
+        reader: Optional[str] = typer.Option(None, help="memory reader: voxel-xattn | frames | voxel-render | none"),
+        init: Optional[Path] = typer.Option(
+            None, help="stage-1 run, checkpoint or model directory to start from (required for --stage memory)"
+        ),
+        resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
+        steps: Optional[int] = typer.Option(None, help="total optimizer steps"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="clips per step and process"),
+        grad_accum: Optional[int] = typer.Option(None, help="micro-batches accumulated per optimizer step"),
+        lr: Optional[float] = typer.Option(None, help="peak learning rate (AdamW) [preset: 1e-4]"),
+        warmup_steps: Optional[int] = typer.Option(None, help="linear warmup steps"),
+        lr_schedule: Optional[str] = typer.Option(None, help="after warmup: constant | cosine"),
+        grad_clip: Optional[float] = typer.Option(None, help="gradient norm clipping [1.0]"),
+        ema_decay: Optional[float] = typer.Option(None, help="EMA decay of the exported weights"),
+        precision: Optional[str] = typer.Option(
+            None, help="fp32 | bf16 (autocast). Use fp32 on CPUs without bf16 units (this one: bf16 ~25x slower)"
+        ),
+        seed: Optional[int] = typer.Option(None, help="random seed (data, noise, initialisation)"),
+        split: Optional[str] = typer.Option(None, help="dataset split to train on [train]"),
+        history: Optional[int] = typer.Option(None, help="ground-truth past frames that build each clip's memory"),
+        max_episodes: Optional[int] = typer.Option(None, help="use only the first N episodes of the split"),
+        features: Optional[str] = typer.Option(None, help="map feature extractor for voxel-xattn: rgb | dinov2"),
+        dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (with --features dinov2)"),
+        log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
+        sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),
+        sample_steps: Optional[int] = typer.Option(None, help="DDIM steps of the sample videos"),
+        checkpoint_every: Optional[int] = typer.Option(None, help="steps between checkpoints"),
+        keep_checkpoints: Optional[int] = typer.Option(None, help="checkpoints kept (oldest removed)"),
+        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    ) -> None:
+        from rich.console import Console
+
+        from pewm.cli.common import user_errors
+
+        with user_errors():
+            overrides = dict(
+                data=str(data) if data is not None else None, stage=stage, reader=reader,
+                init=str(init) if init is not None else None, steps=steps, batch_size=batch_size,
+                grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                grad_clip=grad_clip, ema_decay=ema_decay, precision=precision, seed=seed, split=split,
+                history=history, max_episodes=max_episodes, log_every=log_every, sample_every=sample_every,
+                sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                device=device, threads=threads,
+            )
+            cfg = resolve_config(out, resume, preset, overrides)
+            if features is not None or dinov2_weights is not None:
+                mem = cfg.memory.to_dict()
+                if features is not None:
+                    mem["extractor"] = features
+                if dinov2_weights is not None:
+                    mem["extractor_kwargs"] = {"weights": str(dinov2_weights)}
+                if mem["extractor"] == "dinov2" and "weights" not in mem["extractor_kwargs"]:
+                    raise ValueError("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")
+                cfg = cfg.replace(memory=mem)
+            from pewm.train import train
+
+            result = train(cfg, out, resume=resume, progress=progress)
+            if result.model_dir is not None:
+                Console(stderr=True).print(f"trained to step {result.step}; final EMA model in {result.model_dir}")

@@ -1,0 +1,190 @@
+"""Typed training configuration with named presets (§4 "Training" of arXiv 2505.05495).
+
+The paper: Adam, lr 1e-4 with linear warmup, bf16, gradient clipping 1.0, frame stride 1-3; stage 1
+fine-tunes the backbone without memory, stage 2 freezes it and trains the memory blocks. Batch
+size, steps and EMA are not given (**[gap]**); pewm's defaults are stated here.
+
+Presets (:data:`TRAIN_PRESETS`; each names a model preset):
+
+* ``micro`` -- unit tests: the ``micro`` model, batch 2, a few steps.
+* ``tiny``  -- this 2-core CPU: the ``tiny`` model, batch 8, fp32 (this CPU has no bf16 units:
+  bf16 autocast measured ~25x slower than fp32).
+* ``base``  -- one GPU: the ``base`` model, batch 16, bf16.
+* ``paper`` -- 8 GPUs under ``torchrun``: the ``paper`` model, batch 4 per GPU, bf16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pewm.model.memory_input import MemoryBuildConfig
+
+STAGES = ("backbone", "memory")
+PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved resolved as ``RUN/config.json``.
+
+    ``stage``: ``backbone`` (stage 1: backbone trained, memory empty) or ``memory`` (stage 2: the
+    backbone frozen, memory blocks trained, from ``init``). ``batch_size`` is per process and per
+    micro-batch; the effective batch is ``batch_size * grad_accum * world_size``.
+    ``model_overrides``: fields of :class:`~pewm.model.ModelConfig` over the preset.
+    """
+
+    # model
+    preset: str = "tiny"
+    reader: str = "voxel-xattn"
+    model_overrides: dict = field(default_factory=dict)
+    # data
+    data: str = ""
+    split: str = "train"
+    future_frames: int | None = None  # None: the model's H
+    strides: tuple[int, ...] = (1, 2, 3)
+    history: int = 16
+    max_episodes: int | None = None
+    memory: MemoryBuildConfig = field(default_factory=MemoryBuildConfig)
+    # stage
+    stage: str = "backbone"
+    init: str | None = None
+    # optimisation
+    steps: int = 10000
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 500
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay_n = min(ema_decay, (1 + n) / (10 + n))
+    memory_dropout: float | None = None  # None: the model's
+    precision: str = "fp32"
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 10
+    sample_every: int = 1000
+    sample_steps: int = 4  # DDIM steps of the sample videos
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads (None: leave as is)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.memory, dict):
+            self.memory = MemoryBuildConfig.from_dict(self.memory)
+        self.strides = tuple(int(s) for s in self.strides)
+        self.betas = tuple(float(b) for b in self.betas)
+
+    def validate(self) -> "TrainConfig":
+        from pewm.model import PRESETS, READERS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown model preset {self.preset!r}; available: {sorted(PRESETS)}")
+        if self.reader not in READERS:
+            raise ValueError(f"unknown memory reader {self.reader!r}; available: {sorted(READERS)}")
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose one of {STAGES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "sample_every", "checkpoint_every",
+                     "keep_checkpoints", "history", "sample_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip must be positive (or None), got {self.grad_clip}")
+        if not self.data:
+            raise ValueError("TrainConfig.data: give the dataset directory (--data DIR)")
+        if self.stage == "memory" and not self.init:
+            raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
+        return self
+
+    def model_config(self):
+        """The resolved :class:`~pewm.model.ModelConfig` (preset + reader + overrides)."""
+        from pewm.model import from_preset
+
+        return from_preset(self.preset, reader=self.reader, **dict(self.model_overrides))
+
+    def clip_config(self, frames: int):
+        from pewm.data.clips import ClipConfig
+
+        H = self.future_frames if self.future_frames is not None else frames
+        return ClipConfig(future_frames=H, strides=self.strides, history=self.history)
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["memory"] = self.memory.to_dict()
+        d["strides"] = list(self.strides)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "TrainConfig":
+        d = self.to_dict()
+        unknown = sorted(set(overrides) - set(d))
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown key(s) {unknown}")
+        d.update(overrides)
+        return type(self).from_dict(d)
+
+    def save(self, path) -> Path:
+        from pewm.train.checkpoint import atomic_write_text
+
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is missing: not a pewm training run") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        return cls.from_dict(d)
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "micro": dict(preset="micro", batch_size=2, steps=20, warmup_steps=2, log_every=1, sample_every=1000,
+                  checkpoint_every=1000, ema_decay=0.9, history=4, strides=(1, 2)),
+    "tiny": dict(preset="tiny", batch_size=8, steps=20000, warmup_steps=500, precision="fp32",
+                 log_every=10, sample_every=1000, checkpoint_every=1000, ema_decay=0.999),
+    "base": dict(preset="base", batch_size=16, steps=100000, warmup_steps=1000, precision="bf16",
+                 log_every=50, sample_every=5000, checkpoint_every=5000, ema_decay=0.9999),
+    "paper": dict(preset="paper", batch_size=4, steps=100000, warmup_steps=1000, precision="bf16",
+                  log_every=50, sample_every=5000, checkpoint_every=2000, ema_decay=0.9999),
+}
+
+
+def train_preset(name: str, **overrides) -> TrainConfig:
+    """The training preset ``name`` with field ``overrides`` (not validated: ``data`` may be unset)."""
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"unknown training preset {name!r}; available: {sorted(TRAIN_PRESETS)}")
+    return TrainConfig.from_dict({**TRAIN_PRESETS[name], **overrides})
+
+
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "STAGES", "TRAIN_PRESETS", "TrainConfig", "train_preset"]

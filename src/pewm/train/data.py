@@ -1,0 +1,63 @@
+"""Clips -> :class:`~pewm.model.ClipBatch` (§4 "Training": clips with the ground-truth history
+that builds each clip's memory).
+
+:func:`collate_clips` resizes every clip to the model's resolution (RGB by area averaging, depth by
+the nearest source pixel, intrinsics rescaled with the pixel-centre convention), stacks them and
+builds each clip's memory from its history with a :class:`~pewm.model.memory_input.MemoryBuilder`
+(the memory is built from the full-resolution history; renders and frames come out at the model's
+resolution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pewm.data.clips import Clip
+from pewm.model import ClipBatch, MemoryInput, ModelConfig
+from pewm.model.memory_input import MemoryBuilder, resize_depth, resize_rgb, scale_intrinsics, stack_memory
+
+
+def clip_tensors(clip: Clip, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rgb`` ``(1 + H, 3, h, w)`` uint8, ``depth`` ``(1 + H, h, w)``, ``poses`` ``(1 + H, 4, 4)``
+    float64 and ``K`` ``(3, 3)`` of one clip at the model's resolution."""
+    h, w = cfg.image_height, cfg.image_width
+    F_ = cfg.frames + 1
+    if clip.rgb.shape[0] != F_:
+        raise ValueError(
+            f"clip has {clip.rgb.shape[0]} frames but the model needs 1 + H = {F_}; set "
+            f"ClipConfig(future_frames={cfg.frames})"
+        )
+    rgb = torch.from_numpy(np.ascontiguousarray(clip.rgb)).permute(0, 3, 1, 2)
+    depth = torch.from_numpy(np.asarray(clip.depth, dtype=np.float32))
+    src = tuple(depth.shape[-2:])
+    if src != (h, w):
+        rgb = (resize_rgb(rgb.float() / 255.0, h, w) * 255.0).round().clamp(0, 255).to(torch.uint8)
+        depth = resize_depth(depth, h, w)
+    K = scale_intrinsics(clip.K, src, (h, w))
+    return rgb, depth, torch.from_numpy(np.asarray(clip.poses, dtype=np.float64)), K
+
+
+def clip_memory(clip: Clip, builder: MemoryBuilder | None) -> MemoryInput:
+    """The memory of one clip built from its ground-truth history (batch 1); empty without a builder."""
+    if builder is None:
+        return MemoryInput()
+    return builder.from_history(
+        clip.history_rgb, clip.history_depth, clip.history_poses, clip.K, clip.poses[0], clip.poses[1:]
+    )
+
+
+def collate_clips(clips: list[Clip], cfg: ModelConfig, builder: MemoryBuilder | None = None) -> ClipBatch:
+    """Stack ``clips`` into a :class:`ClipBatch` at the model's resolution; ``builder`` None gives
+    an empty memory (stage 1, the ``none`` reader)."""
+    if not clips:
+        raise ValueError("collate_clips needs at least one clip")
+    parts = [clip_tensors(c, cfg) for c in clips]
+    rgb, depth, poses, K = (torch.stack(p) for p in zip(*parts))
+    memory = None
+    if builder is not None and builder.reader != "none":
+        memory = stack_memory([clip_memory(c, builder) for c in clips])
+    return ClipBatch(rgb=rgb, depth=depth, poses=poses, K=K, memory=memory)
+
+
+__all__ = ["clip_memory", "clip_tensors", "collate_clips"]

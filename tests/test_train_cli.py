@@ -1,0 +1,71 @@
+"""``pewm train``: help, a short run, resume from the saved config, clear errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pewm.cli.main import app
+from pewm.model import WorldModel
+from pewm.model.testing import torch_threads
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def test_help_lists_the_main_options():
+    r = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    for opt in ("--preset", "--data", "--stage", "--reader", "--out", "--init", "--resume", "--steps",
+                "--batch-size", "--precision"):
+        assert opt in r.output, opt
+
+
+def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
+    root, _ = small_dataset
+    out = tmp_path / "run"
+    args = ["train", "--preset", "micro", "--data", str(root), "--out", str(out), "--steps", "2",
+            "--checkpoint-every", "2", "--no-progress"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert WorldModel.from_pretrained(out / "model").config.reader == "voxel-xattn"
+    r = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text())["steps"] == 3
+    # stage 2 from the run, with another reader
+    r = runner.invoke(app, ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "s2"),
+                            "--stage", "memory", "--reader", "frames", "--init", str(out), "--steps", "1",
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert WorldModel.from_pretrained(tmp_path / "s2" / "model").config.reader == "frames"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "/nonexistent/ds"], "no such dataset directory"),
+        (["--reader", "voxel"], "unknown memory reader"),
+        (["--preset", "huge"], "unknown training preset"),
+        (["--stage", "memory"], "needs --init"),
+        (["--resume"], "no checkpoint"),
+        (["--precision", "fp8"], "unknown precision"),
+        (["--features", "dinov2"], "--dinov2-weights"),
+    ],
+)
+def test_errors_exit_2_with_a_message(small_dataset, tmp_path, extra, message):
+    root, _ = small_dataset
+    args = ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--no-progress"]
+    if extra[0] == "--preset":
+        args[2] = extra[1]
+        extra = []
+    r = runner.invoke(app, args + extra, terminal_width=200)
+    assert r.exit_code == 2, r.output
+    assert message in r.output.replace("\n", " ")
