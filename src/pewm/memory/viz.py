@@ -55,13 +55,26 @@ def map_top_down_image(
     H = max(1, int(math.ceil((ymax - ymin) * px_per_m)) + 1)
     col_i = ((p[:, 0] - xmin) * px_per_m).floor().long()
     row_i = ((ymax - p[:, 1]) * px_per_m).floor().long()
-    ok = (col_i >= 0) & (col_i < W) & (row_i >= 0) & (row_i < H)
-    pix = row_i[ok] * W + col_i[ok]
-    z = p[ok, 2]
+    z = p[:, 2]
     zq = ((z - z.min()) * 1e4).long() if z.numel() else z.long()
     key = (zq << 32) | torch.arange(z.numel())
-    best = torch.full((H * W,), -1, dtype=torch.int64).scatter_reduce_(0, pix, key, "amax")
+
+    def splat(offsets) -> torch.Tensor:
+        """Highest voxel per pixel, each voxel covering the given pixel offsets around its own pixel."""
+        best = torch.full((H * W,), -1, dtype=torch.int64)
+        for dr, dc in offsets:
+            r, c = row_i + dr, col_i + dc
+            ok = (c >= 0) & (c < W) & (r >= 0) & (r < H)
+            best.scatter_reduce_(0, r[ok] * W + c[ok], key[ok], "amax")
+        return best
+
+    # each voxel covers its own footprint (so a 5 cm map at 40 px/m has no pinholes), and pixels still
+    # empty take their highest neighbour within one pixel (sparse far-away floor samples)
+    side = max(1, int(round(float(min(m.config.voxel_size[:2])) * px_per_m)))
+    best = splat([(dr, dc) for dr in range(side) for dc in range(side)])
+    near = splat([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)])
+    best = torch.where(best >= 0, best, near)
     has = best >= 0
     img = torch.full((H * W, 3), float(background) / 255.0)
-    img[has] = col[ok][best[has] & 0xFFFFFFFF]
+    img[has] = col[best[has] & 0xFFFFFFFF]
     return (img.view(H, W, 3) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
