@@ -59,6 +59,19 @@ def test_stage1_run_directory(stage1):
     assert len(list_checkpoints(stage1)) == 1 and fresh is not None
 
 
+def test_skipping_memory_blocks_in_stage1_is_exact(stage1):
+    """Stage 1 skips the zero-gated memory blocks for speed; the saved model, which runs them, agrees."""
+    from pewm.model.testing import synthetic_batch
+
+    m = WorldModel.from_pretrained(stage1 / "model").eval()
+    batch = synthetic_batch(m.config, 2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = m.training_loss(batch, generator=torch.Generator().manual_seed(1))["loss"]
+        m.denoiser.run_memory_blocks = False
+        skipped = m.training_loss(batch, generator=torch.Generator().manual_seed(1))["loss"]
+    assert torch.equal(full, skipped)
+
+
 def _overfit(trainer: Trainer, n: int = 30) -> list[float]:
     batches, _ = trainer.next_batches()
     out = []

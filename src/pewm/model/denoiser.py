@@ -112,6 +112,9 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
         self.reader = build_reader(cfg)
+        # Stage 1 trains the backbone while the memory blocks keep their zero gates, so they add
+        # exactly 0; skipping them then is exact and saves their cost (tests/test_train_loop.py).
+        self.run_memory_blocks = True
 
     # -- parameter groups (stage 1 trains the backbone, stage 2 the memory, §3.4 "Training") ----
     def memory_parameters(self):
@@ -183,7 +186,8 @@ class Denoiser(nn.Module):
         c = self.t_embed(t.reshape(-1).expand(B) if t.numel() == 1 else t)
         for i, block in enumerate(self.blocks):
             x = block(x, c, F_)
-            x = self.reader.block(i, x, c, cond.cam, cond.memory)
+            if self.run_memory_blocks:
+                x = self.reader.block(i, x, c, cond.cam, cond.memory)
         shift, scale = self.final_ada(c)
         x = self.final(modulate(self.final_norm(x), shift, scale))  # (B, F*L, p*p*4)
         x = x.view(B, F_, L, -1)[:, 1:]  # future frames only

@@ -186,6 +186,7 @@ class Trainer:
             p.requires_grad_(not stage1)
         for p in model.backbone_parameters():
             p.requires_grad_(stage1)
+        model.denoiser.run_memory_blocks = not stage1  # exact: the memory gates stay 0 in stage 1
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.builder = None if stage1 else MemoryBuilder(self.model_cfg, cfg.memory)
