@@ -70,13 +70,24 @@ def param_table() -> dict:
     return out
 
 
-def train_step_bench(reader: str, B: int, autocast: bool, repeats: int) -> dict:
+def train_step_bench(reader: str, B: int, autocast: bool, repeats: int, stage: str = "all") -> dict:
+    """One optimiser step. ``stage``: ``all`` (every parameter), ``backbone`` (paper stage 1: empty
+    memory, memory blocks skipped as pewm.train does), ``memory`` (stage 2: backbone frozen)."""
     torch.manual_seed(0)
     m = WorldModel(from_preset("tiny", reader=reader))
     cfg = m.config
     batch = synthetic_batch(cfg, B, generator=torch.Generator().manual_seed(0), memory=False)
-    batch.memory = synthetic_memory(cfg, B, n_tokens=512, generator=torch.Generator().manual_seed(1))
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    if stage != "backbone":
+        batch.memory = synthetic_memory(cfg, B, n_tokens=512, generator=torch.Generator().manual_seed(1))
+    params = list(m.parameters())
+    if stage == "backbone":
+        m.denoiser.run_memory_blocks = False
+        params = list(m.backbone_parameters())
+    elif stage == "memory":
+        for p in m.backbone_parameters():
+            p.requires_grad_(False)
+        params = list(m.memory_parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -166,6 +177,15 @@ def main() -> None:
             f"{100 * r['fraction_of_fp32_matmul_peak']:.0f}% of fp32 peak)"
         )
 
+    stages = {"backbone": train_step_bench(args.reader, args.batch, False, 3, stage="backbone")}
+    print(f"stage 1 (backbone, memory blocks skipped) B={args.batch} fp32: {stages['backbone']['seconds']:.2f} s, "
+          f"{stages['backbone']['samples_per_s']:.2f} clips/s")
+    for reader in sorted(READERS):
+        r = train_step_bench(reader, args.batch, False, 3, stage="memory")
+        stages[f"memory/{reader}"] = r
+        print(f"stage 2 (memory, backbone frozen) {reader:>12} B={args.batch} fp32: {r['seconds']:.2f} s, "
+              f"{r['samples_per_s']:.2f} clips/s")
+
     attn = attention_bench(args.reader)
     print("forward B=1: " + ", ".join(f"{k} {v['forward_ms_batch1']:.0f} ms" for k, v in attn.items()))
 
@@ -180,6 +200,7 @@ def main() -> None:
         "parameters": params,
         "matmul_peak_flop_per_s": peak,
         "train_step_tiny": train,
+        "train_step_tiny_by_stage_fp32": stages,
         "attention_forward_tiny": attn,
         "generate_tiny": gen,
         "targets": {"train_step_s": 0.5, "generate_chunk_s": 2.0},
@@ -187,7 +208,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
     print(f"\nwrote {out}")
 
 

@@ -42,8 +42,8 @@ def _q(v: float) -> float:
 class HouseConfig:
     """Knobs of :func:`generate_house` (sizes in metres)."""
 
-    min_rooms: int = 3
-    max_rooms: int = 6
+    min_rooms: int = 2
+    max_rooms: int = 8
     room_size: tuple[float, float] = (3.0, 6.0)
     wall_height: float = 2.6
     wall_thickness: float = 0.12
