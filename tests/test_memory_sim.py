@@ -49,24 +49,47 @@ def test_sim_render_reproduces_fused_frames(episode):
         assert psnr >= 22.0 and med <= 0.03 and cov >= 0.9, (i, psnr, med, cov)
 
 
+def _sq_err(m, K, pose, rgb, depth):
+    """Squared colour errors on covered pixels with valid depth, depth error median, coverage."""
+    out = m.render(K, pose, 64, 64)
+    mask = out.mask.numpy() & (depth > 0) & np.isfinite(depth)
+    err = (out.image.permute(1, 2, 0).numpy().astype(np.float64) - rgb / 255.0)[mask] ** 2
+    return err, float(np.median(np.abs(out.depth.numpy() - depth)[mask])), float(mask.mean())
+
+
+def _pooled_psnr(errs) -> float:
+    return 10 * math.log10(1.0 / float(np.mean(np.concatenate(errs))))
+
+
 def test_sim_render_novel_pose(episode):
+    """The issue: "rendering at a pose 0.3 m away from any fused pose, looking at fused surfaces, stays
+    within 1 dB of [the PSNR at fused poses]", on covered pixels.
+
+    No pose is picked: for every one of the 24 look-around directions the novel camera stands 0.3 m
+    ahead of the fused camera along its view direction (0.3 m behind if that spot is not free), so it
+    looks at the surfaces that fused frame saw. PSNR is pooled over the covered pixels of all 24 novel
+    views and compared with the PSNR pooled over all 24 fused views.
+    """
     env, m, rgb, depth, poses = episode
     K = env.intrinsics.matrix
-    s0 = env.state
-    best = None
-    for i in range(0, 24, 3):  # a free spot 0.3 m away, looking the same way as fused frame i
+    s0 = env.state  # the look-around turned on the spot: every fused camera is here
+    fused, novel = [], []
+    for i in range(24):
         yaw = math.atan2(poses[i][1, 2], poses[i][0, 2])
-        for back in (1.0, -1.0):  # forward first: its view lies inside the fused frustum
-            st = AgentState(s0.x + back * 0.3 * math.cos(yaw), s0.y + back * 0.3 * math.sin(yaw), yaw)
-            if env.free_space.is_free(st.x, st.y) if hasattr(env.free_space, "is_free") else True:
-                best = (i, st)
+        st = None
+        for step in (0.3, -0.3):
+            cand = AgentState(s0.x + step * math.cos(yaw), s0.y + step * math.sin(yaw), yaw)
+            if env.free_space.is_free(cand.x, cand.y):
+                st = cand
                 break
-        if best:
-            break
-    assert best is not None
-    i, st = best
-    obs = env.render_state(st)
-    p_fused, _, _ = _score(m, K, poses[i], rgb[i], depth[i])
-    p_novel, med, cov = _score(m, K, obs["pose"], obs["rgb"], obs["depth"])
-    # within 1 dB of the 22 dB bar for fused poses
-    assert p_novel >= 21.0 and med <= 0.03 and cov >= 0.8, (p_fused, p_novel, med, cov)
+        assert st is not None, i
+        obs = env.render_state(st)
+        assert abs(np.linalg.norm(obs["pose"][:3, 3] - poses[i][:3, 3]) - 0.3) < 1e-6
+        e_f, _, _ = _sq_err(m, K, poses[i], rgb[i], depth[i])
+        e_n, med, cov = _sq_err(m, K, obs["pose"], obs["rgb"], obs["depth"])
+        assert med <= 0.03 and cov >= 0.8, (i, med, cov)
+        fused.append(e_f)
+        novel.append(e_n)
+    p_fused, p_novel = _pooled_psnr(fused), _pooled_psnr(novel)
+    print(f"pooled PSNR fused {p_fused:.2f} dB, novel {p_novel:.2f} dB")
+    assert p_novel >= p_fused - 1.0, (p_fused, p_novel)

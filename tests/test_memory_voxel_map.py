@@ -226,3 +226,43 @@ def test_cuda_matches_cpu(room):
     rb.integrate(rgb, depth, K, P)
     oa, ob = ra.render(K, P[0], 32, 32), rb.render(K, P[0], 32, 32)
     assert (oa.mask == ob.mask.cpu()).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("bounds", [None, ((0.5, 0.5, 0.1), (5.0, 4.0, 2.0))])
+def test_cpu_fast_path_matches_torch_path(room, bounds):
+    """The CPU NumPy path (``_fuse_cpu``, ``_splat_np``) and the torch path (any device) agree."""
+    from pewm.memory import voxel_map as vm
+
+    rgb, depth, P, K, feats = room
+    depth = depth.copy()
+    depth[0, :5] = 0
+    depth[1, 3, 4] = np.nan
+    attrs = feature_attributes(5) + (
+        AttributeSpec("pt", 3, "mean", source="xyz"),
+        AttributeSpec("first_seen", 1, "min", source="step", dtype="int64"),
+        AttributeSpec("last_color", 3, "last", source="color"),
+    )
+    a = VoxelMap(VoxelMapConfig(attributes=attrs, bounds=bounds))
+    b = VoxelMap(VoxelMapConfig(attributes=attrs, bounds=bounds))
+    for sl in (slice(0, 4), slice(4, len(P))):
+        a.integrate(rgb[sl], depth[sl], K, P[sl], features=feats[sl])
+        pb = vm._PointBatch.make(rgb[sl], depth[sl], K, P[sl], None, b.config.max_depth, "cpu")
+        b._fuse_torch(pb, torch.arange(b.frames_integrated, b.frames_integrated + pb.B), feats[sl], None)
+        b.frames_integrated += pb.B
+    ka, va = _by_key(a, "feature")
+    kb, vb = _by_key(b, "feature")
+    assert torch.equal(ka, kb) and torch.equal(va, vb)
+    for name in ("count", "last_seen", "first_seen", "last_color"):
+        assert torch.equal(_by_key(a, name)[1], _by_key(b, name)[1]), name
+    for name in ("color", "pt"):
+        torch.testing.assert_close(_by_key(a, name)[1], _by_key(b, name)[1], atol=1e-5, rtol=1e-5)
+    s = VoxelMap(VoxelMapConfig.surface())
+    s.integrate(rgb, depth, K, P)
+    for pose in (P[0], S.pose(2.5, 2.0, 100.0)):
+        out = s.render(K, pose, 32, 32)
+        Kb, Tb, _ = vm._batched_camera(K, pose, "cpu")
+        pix, rows, w, dep, cov = s._splat(s.points().float().contiguous(), Kb[0], Tb[0], 32, 32)
+        img = torch.zeros(3, 32 * 32).index_add_(1, pix, s.get("color")[rows].T * w).view(3, 32, 32)
+        assert torch.equal(cov.view(32, 32), out.mask)
+        torch.testing.assert_close(img, out.image, atol=1e-5, rtol=0)
+        torch.testing.assert_close(dep.view(32, 32), out.depth, atol=1e-5, rtol=0)

@@ -20,6 +20,14 @@ def rgb_to_bchw_float(rgb, device=None) -> torch.Tensor:
     and channel-first uint8 are recognised by where the size-3 axis is (channel-first wins when both
     ``shape[-3]`` and ``shape[-1]`` are 3).
     """
+    if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and (device is None or torch.device(device).type == "cpu"):
+        # uint8 (B, H, W, 3) from the simulator: convert in NumPy (single-threaded, no torch dispatch;
+        # same float32 values as ``x.float() / 255``), then a channel-first view
+        a = rgb[None] if rgb.ndim == 3 else rgb
+        if a.ndim == 4 and a.shape[-1] == 3 and a.shape[1] != 3:
+            f = np.empty((a.shape[0], 3, a.shape[1], a.shape[2]), dtype=np.float32)
+            np.divide(a.transpose(0, 3, 1, 2), np.float32(255.0), out=f, dtype=np.float32)
+            return torch.from_numpy(f)
     x = as_tensor(rgb, device=device)
     if x.ndim == 3:
         x = x[None]

@@ -22,7 +22,7 @@ import torch
 
 from pewm.geometry import unproject_depth
 from pewm.memory.features import FeatureExtractor
-from pewm.memory.voxel_map import MemoryTokens, RenderOutput, VoxelMap, VoxelMapConfig
+from pewm.memory.voxel_map import MemoryTokens, RenderOutput, VoxelMap, VoxelMapConfig, _PointBatch
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,13 @@ class PersistentMap:
         if step is None:
             B = 1 if torch.as_tensor(depth).ndim == 2 else len(depth)
             step = torch.arange(self.features.frames_integrated, self.features.frames_integrated + B)
-        n = self.features.integrate(rgb, depth, K, cam_to_world, features=features, step=step)
+        # unproject once and share the points (and their colours) between both maps
+        batch = _PointBatch.make(rgb, depth, K, cam_to_world, step, self.features.config.max_depth, self.device)
+        n = self.features._fuse(batch, features=features)
         if self.surface is not None:
-            self.surface.integrate(rgb, depth, K, cam_to_world, step=step)
+            if self.surface.config.max_depth != self.features.config.max_depth:
+                batch = _PointBatch.make(rgb, depth, K, cam_to_world, step, self.surface.config.max_depth, self.device)
+            self.surface._fuse(batch)
         return n
 
     def tokens(self, max_tokens: int | None = None, around=None, pad: bool = False) -> MemoryTokens:

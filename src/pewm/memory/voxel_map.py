@@ -22,8 +22,15 @@ Differences from the paper's dense 256x32x256 grid, on purpose:
 Conventions: world metres, z up; camera OpenCV (x right, y down, z forward); poses camera-to-world
 4x4; depth metric z-depth, invalid = 0 / NaN / inf / beyond ``max_depth``. Images are uint8
 ``(B, H, W, 3)`` or float ``(B, 3, H, W)`` in [0, 1] (see :func:`pewm.memory._util.rgb_to_bchw_float`).
-Everything is PyTorch and runs on the map's ``device`` (CPU or CUDA); on CPU, key sorting uses
-NumPy's radix sort because ``torch.sort`` on int64 is ~100x slower there.
+Storage is PyTorch on the map's ``device`` (CPU or CUDA). On CUDA everything is torch ops. On CPU
+the hot paths run in NumPy on views of the same storage (measured on the 2-core CPU, see
+``benchmarks/memory_throughput.py``): torch's int64 sort is ~100x slower than NumPy's, torch's
+``index_add_`` / ``scatter_reduce_`` are ~10x slower than NumPy 2's 1-D ``ufunc.at``, and torch's
+2-thread kernels stall when another process holds a core. So on CPU ``integrate`` unprojects once per
+batch (shared by both maps of a :class:`~pewm.memory.persistent_map.PersistentMap`), groups points by
+voxel on a dense grid over the batch's bounding box (no sort), and accumulates straight into the
+stored rows; ``render`` culls 1 m blocks of points against the view cone before projecting and
+expands each splat to exactly its pixels.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pewm.geometry import project_points, unproject_depth, valid_depth
+from pewm.geometry import camera_rays, project_points, unproject_depth, valid_depth
 from pewm.memory._util import as_tensor, rgb_to_bchw_float, unique_sorted
 
 # --------------------------------------------------------------------------------------------------
@@ -341,6 +348,284 @@ def _batched_camera(K, cam_to_world, device) -> tuple[torch.Tensor, torch.Tensor
     return K, T, batched
 
 
+_NP_UFUNC = {"max": np.maximum, "min": np.minimum, "sum": np.add, "mean": np.add}
+_NP_COMBINE = {"max": np.maximum, "min": np.minimum, "sum": np.add, "mean": np.add}
+_BUILTIN = dict(REDUCTIONS)
+#: attributes wider than this use torch's (threaded) scatter on CPU instead of per-channel ufunc.at
+_NP_MAX_CHANNELS = 4096
+
+
+def _np_dtype(dt: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dt).numpy().dtype
+
+
+def _as_index(idx: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(idx).to(device)
+
+
+#: dense bounding-box grids up to this many cells are used to group points by voxel without sorting
+_DENSE_CELLS = 1 << 23
+
+
+def _unique_inverse(ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique voxel keys of integer coords ``ijk`` (N, 3) and each point's index into them.
+
+    When the batch's bounding box is small (always for the paper grid, usually for a 5 cm grid and a
+    batch of nearby frames) the points are grouped on a dense boolean grid over that box, which is
+    O(N + box) with no sort; the box's row-major order is the key order. Otherwise ``np.unique``.
+    """
+    lo = ijk.min(axis=0)
+    ext = ijk.max(axis=0) - lo + 1
+    vol = int(ext[0]) * int(ext[1]) * int(ext[2])
+    N = ijk.shape[0]
+    if vol <= max(_DENSE_CELLS, 0) and vol < (1 << 31):
+        it = np.int32
+        rel = (ijk - lo).astype(it)
+        lin = (rel[:, 0] * it(ext[1]) + rel[:, 1]) * it(ext[2]) + rel[:, 2]
+        occ = np.zeros(vol, dtype=bool)
+        occ[lin] = True
+        ul = np.flatnonzero(occ)
+        lut = np.empty(vol, dtype=np.int32)
+        lut[ul] = np.arange(ul.shape[0], dtype=np.int32)
+        inv = lut[lin].astype(np.intp)
+        e12 = int(ext[1]) * int(ext[2])
+        i = ul // e12
+        rem = ul - i * e12
+        j = rem // int(ext[2])
+        k = rem - j * int(ext[2])
+        uk = ((i + (int(lo[0]) + _OFF)) << (2 * _BITS)) | ((j + (int(lo[1]) + _OFF)) << _BITS) | (k + (int(lo[2]) + _OFF))
+        return uk.astype(np.int64), inv
+    keys = ((ijk[:, 0] + _OFF) << (2 * _BITS)) | ((ijk[:, 1] + _OFF) << _BITS) | (ijk[:, 2] + _OFF)
+    uk, inv = np.unique(keys, return_inverse=True)
+    return uk, inv.reshape(-1)
+
+
+def _group_points(pT: np.ndarray, voxel_size, origin) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Group world points ``pT`` (3, N) float32 by voxel: ``(sorted unique keys (M,), inverse (N,),
+    kept point indices or None if all)``; points whose voxel is out of the key range are dropped.
+
+    Same voxels as :meth:`VoxelMap._coords` (``floor((p - origin) / voxel_size)`` in float32).
+    """
+    vs = np.asarray(voxel_size, dtype=pT.dtype)[:, None]
+    q = pT - np.asarray(origin, dtype=pT.dtype)[:, None] if any(origin) else pT
+    f = np.floor(q / vs)
+    lo_f, hi_f = f.min(axis=1), f.max(axis=1)
+    keep = None
+    if not (np.all(lo_f > -_OFF) and np.all(hi_f < _OFF)):  # rare: drop points outside the key range
+        with np.errstate(invalid="ignore"):
+            ok = ((f > -_OFF) & (f < _OFF)).all(axis=0)
+        keep = np.flatnonzero(ok)
+        f = f[:, keep]
+        if keep.shape[0] == 0:
+            return np.empty(0, np.int64), np.empty(0, np.intp), keep
+        lo_f, hi_f = f.min(axis=1), f.max(axis=1)
+    lo = lo_f.astype(np.int64)
+    ext = hi_f.astype(np.int64) - lo + 1
+    vol = int(ext[0]) * int(ext[1]) * int(ext[2])
+    if vol <= _DENSE_CELLS:
+        # dense boolean grid over the batch's bounding box: O(N + box), no sort; the box's row-major
+        # order is the key order, so the occupied cells come out sorted
+        rel = (f - lo_f[:, None]).astype(np.int32)
+        lin = rel[0]
+        lin *= np.int32(ext[1])
+        lin += rel[1]
+        lin *= np.int32(ext[2])
+        lin += rel[2]
+        occ = np.zeros(vol, dtype=bool)
+        occ[lin] = True
+        ul = np.flatnonzero(occ)
+        lut = np.empty(vol, dtype=np.int32)
+        lut[ul] = np.arange(ul.shape[0], dtype=np.int32)
+        inv = lut[lin]
+        e12 = int(ext[1]) * int(ext[2])
+        i, rem = np.divmod(ul, e12)
+        j, k = np.divmod(rem, int(ext[2]))
+        uk = ((i + (int(lo[0]) + _OFF)) << (2 * _BITS)) | ((j + (int(lo[1]) + _OFF)) << _BITS) | (k + (int(lo[2]) + _OFF))
+        return uk.astype(np.int64), inv, keep
+    ijk = f.astype(np.int64) + _OFF
+    keys = (ijk[0] << (2 * _BITS)) | (ijk[1] << _BITS) | ijk[2]
+    uk, inv = np.unique(keys, return_inverse=True)
+    return uk, inv.reshape(-1), keep
+
+
+_RAYS: dict[tuple, np.ndarray] = {}
+
+
+def _rays_t(K: torch.Tensor, H: int, W: int) -> np.ndarray:
+    """(3, H*W) float32 camera rays of ``pewm.geometry.camera_rays`` (cached per intrinsics)."""
+    key = (K.numpy().tobytes(), H, W)
+    r = _RAYS.get(key)
+    if r is None:
+        if len(_RAYS) > 64:
+            _RAYS.clear()
+        r = _RAYS[key] = np.ascontiguousarray(camera_rays(K, H, W).reshape(-1, 3).numpy().T)
+    return r
+
+
+class _BlockIndex:
+    """Render-time spatial index: points (V, 3) grouped into ``block`` m cubes, each with a bounding
+    sphere, so a render can cull whole blocks against the view cone before projecting points."""
+
+    def __init__(self, P: np.ndarray, block: float = 1.0):
+        P = np.asarray(P, dtype=np.float32).reshape(-1, 3)
+        self.n = P.shape[0]
+        if self.n == 0:
+            self.pT = np.zeros((3, 0), np.float32)
+            self.rows = self.starts = self.lengths = np.zeros(0, np.int64)
+            self.centers, self.radii = np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+            return
+        bk = np.floor(P / block).astype(np.int64)
+        bk -= bk.min(axis=0)
+        ext = bk.max(axis=0) + 1
+        lin = (bk[:, 0] * ext[1] + bk[:, 1]) * ext[2] + bk[:, 2]
+        order = np.argsort(lin, kind="stable")
+        lin = lin[order]
+        self.rows = order
+        self.pT = np.ascontiguousarray(P[order].T)
+        first = np.flatnonzero(np.r_[True, lin[1:] != lin[:-1]])
+        self.starts = first
+        self.lengths = np.diff(np.r_[first, self.n])
+        lo = np.minimum.reduceat(self.pT, first, axis=1)
+        hi = np.maximum.reduceat(self.pT, first, axis=1)
+        self.centers = np.ascontiguousarray(((lo + hi) * 0.5).T)
+        self.radii = (np.linalg.norm(hi - lo, axis=0) * 0.5 + 1e-4).astype(np.float32)
+
+
+class _PointBatch:
+    """The valid points of a batch of RGB-D frames, unprojected once and shared by several maps.
+
+    ``sel`` (N,) flat (b, h, w) indices of valid pixels (frame-major, ascending), world points
+    (``pts`` (N, 3) torch / ``points_t()`` (3, N) NumPy on CPU), ``steps`` (B,) int64 or None (each
+    map then uses its own frame counter); colours are computed on first use and cached.
+
+    On CPU the unprojection is NumPy, written to round exactly like
+    :func:`pewm.geometry.unproject_depth` (``rays * z`` then ``(x R0 + y R1) + z R2 + t`` without
+    fused multiply-adds), so both give the same voxels.
+    """
+
+    def __init__(self, B, H, W, steps, rgb, device):
+        self.B, self.H, self.W = B, H, W
+        self.steps, self.rgb, self.device = steps, rgb, device
+        self._sel: torch.Tensor | None = None
+        self._sel_np: np.ndarray | None = None
+        self._pts: torch.Tensor | None = None
+        self._pT: np.ndarray | None = None
+        self._color: torch.Tensor | None = None
+        self._colorT: np.ndarray | None = None
+        self._frame: np.ndarray | None = None
+        self.all_valid = False
+
+    @classmethod
+    def make(cls, rgb, depth, K, cam_to_world, step, max_depth, device) -> "_PointBatch":
+        dev = torch.device(device)
+        depth = as_tensor(depth, device=dev, dtype=torch.float32)
+        if depth.ndim == 2:
+            depth = depth[None]
+        B, H, W = depth.shape
+        T = as_tensor(cam_to_world, device=dev, dtype=torch.float32).reshape(-1, 4, 4)
+        Km = as_tensor(K, device=dev, dtype=torch.float32).reshape(-1, 3, 3)
+        if T.shape[0] != B or Km.shape[0] not in (1, B):
+            raise ValueError(f"integrate: {B} depth maps but {T.shape[0]} poses and {Km.shape[0]} intrinsics")
+        steps = None if step is None else as_tensor(step, device=dev, dtype=torch.int64).reshape(-1).expand(B)
+        pb = cls(B, H, W, steps, rgb, dev)
+        if dev.type == "cpu":
+            d = depth.numpy().reshape(-1)
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(d) & (d > 0)
+                if max_depth is not None:
+                    ok &= d <= max_depth
+            sel = np.flatnonzero(ok)
+            HW = H * W
+            bounds = np.searchsorted(sel, np.arange(B + 1) * HW)
+            pT = np.empty((3, sel.shape[0]), dtype=np.float32)
+            Tn = T.numpy()
+            for b in range(B):
+                s0, s1 = int(bounds[b]), int(bounds[b + 1])
+                if s1 == s0:
+                    continue
+                idx = sel[s0:s1]
+                z = d[idx]
+                rays = _rays_t(Km[b if Km.shape[0] == B else 0], H, W)
+                pc = rays * z if s1 - s0 == HW else rays[:, idx - b * HW] * z
+                R, t = Tn[b, :3, :3], Tn[b, :3, 3]
+                for i in range(3):
+                    o = pT[i, s0:s1]
+                    np.multiply(pc[0], R[i, 0], out=o)
+                    o += pc[1] * R[i, 1]
+                    o += pc[2] * R[i, 2]
+                    o += t[i]
+            pb._sel_np, pb._pT = sel, pT
+            pb.all_valid = sel.shape[0] == B * HW
+            pb._frame = np.repeat(np.arange(B), np.diff(bounds))
+            return pb
+        valid = valid_depth(depth, max_depth)
+        sel = valid.reshape(-1).nonzero().squeeze(1)  # flat (b, h, w) indices of valid pixels
+        pts = unproject_depth(torch.nan_to_num(depth, nan=0.0, posinf=0.0), Km if Km.shape[0] == B else Km[0], T)
+        pb._sel, pb._pts = sel, pts.reshape(-1, 3)[sel]
+        return pb
+
+    @property
+    def sel(self) -> torch.Tensor:
+        if self._sel is None:
+            self._sel = torch.from_numpy(self._sel_np)
+        return self._sel
+
+    @property
+    def pts(self) -> torch.Tensor:
+        if self._pts is None:
+            self._pts = torch.from_numpy(self._pT.T)
+        return self._pts
+
+    def points_t(self) -> np.ndarray:
+        """(3, N) float32 points (CPU)."""
+        if self._pT is None:
+            self._pT = np.ascontiguousarray(self._pts.numpy().T)
+        return self._pT
+
+    def frame(self) -> np.ndarray:
+        """(N,) frame index of every point (CPU)."""
+        if self._frame is None:
+            self._frame = self.sel.numpy() // (self.H * self.W)
+        return self._frame
+
+    def _uint8_hwc(self) -> np.ndarray | None:
+        rgb = self.rgb
+        if isinstance(rgb, torch.Tensor) and rgb.device.type == "cpu" and rgb.dtype == torch.uint8:
+            rgb = rgb.numpy()
+        if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim in (3, 4) and rgb.shape[-1] == 3 and (
+            rgb.shape[-3] != 3
+        ):
+            if rgb.reshape(-1, 3).shape[0] != self.B * self.H * self.W or rgb.shape[-3:-1] != (self.H, self.W):
+                raise ValueError(f"integrate: rgb shape {rgb.shape} does not match depth {(self.B, self.H, self.W)}")
+            return rgb.reshape(-1, 3)
+        return None
+
+    def color_t(self) -> np.ndarray | None:
+        """(3, N) float32 colour in [0, 1] (CPU); same values as :func:`rgb_to_bchw_float`."""
+        if self._colorT is None and self.rgb is not None:
+            flat = self._uint8_hwc()
+            if flat is not None:
+                g = flat if self.all_valid else np.take(flat, self.sel.numpy(), axis=0)
+                c = np.empty((3, g.shape[0]), dtype=np.float32)
+                np.divide(g.T, np.float32(255.0), out=c, dtype=np.float32)
+                self._colorT = c
+            else:
+                self._colorT = np.ascontiguousarray(self.color().numpy().T)
+        return self._colorT
+
+    def color(self) -> torch.Tensor | None:
+        """(N, 3) float32 colour in [0, 1] of every valid point (None without an image)."""
+        if self._color is None and self.rgb is not None:
+            if self._colorT is not None:
+                self._color = torch.from_numpy(self._colorT.T)
+                return self._color
+            img = rgb_to_bchw_float(self.rgb, device=self.device)
+            if img.shape[0] != self.B or img.shape[-2:] != (self.H, self.W):
+                raise ValueError(f"integrate: rgb shape {tuple(img.shape)} does not match depth {(self.B, self.H, self.W)}")
+            self._color = img.permute(0, 2, 3, 1).reshape(-1, 3)[self.sel]
+        return self._color
+
+
 class VoxelMap:
     """Sparse voxel map (see module docstring). ``VoxelMap(VoxelMapConfig.paper(384), device="cuda")``.
 
@@ -461,14 +746,58 @@ class VoxelMap:
         found = self._skeys[pos] == keys
         return self._srows[pos], found
 
+    def _coords_np(self, pts: np.ndarray) -> np.ndarray:
+        """NumPy twin of :meth:`_coords` (same float32 maths, so the same voxels)."""
+        vs = np.asarray(self.config.voxel_size, dtype=pts.dtype)
+        org = np.asarray(self.config.origin, dtype=pts.dtype)
+        q = pts - org if any(self.config.origin) else pts
+        return np.floor(q / vs).astype(np.int64)
+
+    def _rows_for_np(self, ukeys: np.ndarray) -> np.ndarray:
+        """CPU :meth:`_rows_for` on NumPy views (sorted unique ``ukeys`` -> storage rows)."""
+        V = self._n
+        sk = self._skeys.numpy()
+        if V:
+            pos = np.searchsorted(sk, ukeys)
+            found = sk[np.minimum(pos, V - 1)] == ukeys
+            rows = self._srows.numpy()[np.minimum(pos, V - 1)]
+            if found.all():
+                return rows
+            miss = np.flatnonzero(~found)
+        else:
+            pos = np.zeros(len(ukeys), dtype=np.int64)
+            rows = np.empty(len(ukeys), dtype=np.int64)
+            miss = np.arange(len(ukeys))
+        new = ukeys[miss]
+        M = new.shape[0]
+        self._ensure_capacity(V + M)
+        self._keys.numpy()[V : V + M] = new
+        new_rows = np.arange(V, V + M, dtype=np.int64)
+        # merge the sorted index without a full sort: final position of new key i is (#old < it) + i
+        pos_new = pos[miss] + np.arange(M)
+        is_old = np.ones(V + M, dtype=bool)
+        is_old[pos_new] = False
+        skeys = np.empty(V + M, dtype=np.int64)
+        srows = np.empty(V + M, dtype=np.int64)
+        skeys[pos_new], srows[pos_new] = new, new_rows
+        skeys[is_old], srows[is_old] = sk, self._srows.numpy()
+        self._skeys, self._srows, self._n = torch.from_numpy(skeys), torch.from_numpy(srows), V + M
+        rows[miss] = new_rows
+        return rows
+
     def _ensure_capacity(self, n: int) -> None:
         cap = self._keys.shape[0]
         if n <= cap:
             return
         new_cap = max(n, int(cap * 1.5) + 1024)
-        keys = torch.empty(new_cap, dtype=torch.int64, device=self.device)
-        keys[:cap] = self._keys
-        self._keys = keys
+        if self.device.type == "cpu":
+            keys = np.empty(new_cap, dtype=np.int64)
+            keys[:cap] = self._keys.numpy()
+            self._keys = torch.from_numpy(keys)
+        else:
+            keys = torch.empty(new_cap, dtype=torch.int64, device=self.device)
+            keys[:cap] = self._keys
+            self._keys = keys
         for name, t in self._store.items():
             if t is not None:
                 self._store[name] = self._grow(name, t, new_cap)
@@ -476,6 +805,11 @@ class VoxelMap:
     def _grow(self, name: str, t: torch.Tensor, cap: int) -> torch.Tensor:
         spec = self.attributes[name]
         red = REDUCTIONS[spec.reduction]
+        if t.device.type == "cpu":
+            a = np.empty((cap, t.shape[1]), dtype=t.numpy().dtype)
+            a[: t.shape[0]] = t.numpy()
+            a[t.shape[0] :] = red.init(t.dtype)
+            return torch.from_numpy(a)
         out = torch.full((cap, t.shape[1]), red.init(t.dtype), dtype=t.dtype, device=self.device)
         out[: t.shape[0]] = t
         return out
@@ -527,82 +861,211 @@ class VoxelMap:
         call and then combined with the stored value, so the result does not depend on frame order
         (exactly for max/min/sum, within float rounding for mean).
         """
+        return self._fuse(_PointBatch.make(rgb, depth, K, cam_to_world, step, self.config.max_depth, self.device), features, extra)
+
+    def _fuse(self, batch: "_PointBatch", features=None, extra=None) -> int:
+        """Pool the points of ``batch`` (shared between maps by :class:`PersistentMap`) into this map."""
+        B = batch.B
+        steps = batch.steps
+        if steps is None:
+            steps = torch.arange(self.frames_integrated, self.frames_integrated + B, device=self.device)
+        self.frames_integrated += B
+        self._version += 1
+        if self.device.type == "cpu":
+            return self._fuse_cpu(batch, steps, features, extra)
+        return self._fuse_torch(batch, steps, features, extra)
+
+    def _values(self, name: str, batch: "_PointBatch", sel: torch.Tensor, features, extra) -> torch.Tensor | None:
+        """(N, C) per-point values of a feature / extra source (resized to the depth resolution)."""
+        B, H, W = batch.B, batch.H, batch.W
+        x = features if name == "feature" else (extra or {}).get(name)
+        if x is None:
+            return None
+        x = as_tensor(x, device=self.device)
+        if x.ndim == 3:
+            x = x[None]
+        if x.shape[0] != B:
+            raise ValueError(f"integrate: {name!r} has batch {x.shape[0]}, expected {B}")
+        if x.shape[-2:] != (H, W):
+            x = F.interpolate(x.float(), size=(H, W), mode="bilinear", align_corners=False)
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])[sel]
+
+    def _values_t(self, name: str, batch: "_PointBatch", sel: np.ndarray, features, extra) -> np.ndarray | None:
+        """CPU: (C, N) per-point values of a feature / extra source, gathered channel by channel."""
+        B, H, W = batch.B, batch.H, batch.W
+        x = features if name == "feature" else (extra or {}).get(name)
+        if x is None:
+            return None
+        x = as_tensor(x, device=self.device)
+        if x.ndim == 3:
+            x = x[None]
+        if x.shape[0] != B:
+            raise ValueError(f"integrate: {name!r} has batch {x.shape[0]}, expected {B}")
+        if x.shape[-2:] != (H, W):
+            x = F.interpolate(x.float(), size=(H, W), mode="bilinear", align_corners=False)
+        C = x.shape[1]
+        xn = x.detach().numpy().reshape(B, C, H * W)
+        xt = np.ascontiguousarray(xn.transpose(1, 0, 2)).reshape(C, B * H * W)  # (C, B*H*W)
+        if sel.shape[0] == B * H * W:  # every pixel valid: sel is arange
+            return xt
+        return np.take(xt, sel, axis=1)
+
+    def _fuse_cpu(self, batch: "_PointBatch", steps: torch.Tensor, features, extra) -> int:
+        """CPU integration on NumPy views of the storage.
+
+        Points are grouped by voxel without sorting (:func:`_group_points`), and the built-in
+        reductions accumulate straight into the stored rows with 1-D ``ufunc.at`` per channel
+        (NumPy >= 2 makes these ~10x faster than torch's scatter on CPU): max/min/sum pool exactly as
+        pooling the batch first and then combining; float sums differ only by rounding order.
+        Other reductions (``last``, registered ones) and attributes wider than ``_NP_MAX_CHANNELS``
+        use the generic torch path (384-d features: NumPy 0.8 M points/s vs torch 0.4 M here).
+        """
         dev = self.device
-        depth = as_tensor(depth, device=dev, dtype=torch.float32)
-        if depth.ndim == 2:
-            depth = depth[None]
-        B, H, W = depth.shape
-        T = as_tensor(cam_to_world, device=dev, dtype=torch.float32).reshape(-1, 4, 4)
-        Km = as_tensor(K, device=dev, dtype=torch.float32).reshape(-1, 3, 3)
-        if T.shape[0] != B or Km.shape[0] not in (1, B):
-            raise ValueError(f"integrate: {B} depth maps but {T.shape[0]} poses and {Km.shape[0]} intrinsics")
-        valid = valid_depth(depth, self.config.max_depth)
-        sel = valid.reshape(-1).nonzero().squeeze(1)  # flat (b, h, w) indices of valid pixels
-        pts = unproject_depth(torch.nan_to_num(depth, nan=0.0, posinf=0.0), Km if Km.shape[0] == B else Km[0], T)
-        pts = pts.reshape(-1, 3)[sel]
+        H, W = batch.H, batch.W
+        sel = batch.sel.numpy()
+        pT = batch.points_t()
+        sub = None  # indices of the batch points this map keeps (None: all)
+        if self.config.bounds is not None:
+            lo = np.asarray(self.config.bounds[0], dtype=np.float32)[:, None]
+            hi = np.asarray(self.config.bounds[1], dtype=np.float32)[:, None]
+            inb = ((pT >= lo) & (pT < hi)).all(axis=0)
+            if not inb.all():
+                sub = np.flatnonzero(inb)
+        if sub is not None:
+            pT, sel = pT[:, sub], sel[sub]
+        if sel.shape[0] == 0:
+            return 0
+        ukeys, inv, keep = _group_points(pT, self.config.voxel_size, self.config.origin)
+        if keep is not None:
+            sub = keep if sub is None else sub[keep]
+            pT, sel = pT[:, keep], sel[keep]
+        N, M = sel.shape[0], ukeys.shape[0]
+        if N == 0:
+            return 0
+        rows = self._rows_for_np(ukeys)
+        prow = rows[inv]  # storage row of every point
+        counts = None
+        generic = None
+        for spec in self.config.attributes:
+            red = REDUCTIONS[spec.reduction]
+            fast = spec.reduction in _NP_UFUNC and red is _BUILTIN[spec.reduction]
+            src = spec.src
+            if src == "one":
+                C_in = 1
+            elif src == "step":
+                C_in = 1
+            elif src == "xyz":
+                C_in = 3
+            elif src == "color":
+                if batch.rgb is None:
+                    continue
+                C_in = 3
+            else:
+                x = features if src == "feature" else (extra or {}).get(src)
+                if x is None:
+                    continue
+                C_in = int(as_tensor(x).shape[-3])
+            C = self._channels[spec.name]
+            if C is None:
+                C = self._channels[spec.name] = C_in
+            if C_in != C:
+                raise ValueError(f"attribute {spec.name!r} has {C} channels, got values with {C_in}")
+            store = self._store[spec.name]
+            if store is None:
+                store = torch.full(
+                    (self._keys.shape[0], C + red.extra_channels), red.init(spec.torch_dtype), dtype=spec.torch_dtype,
+                    device=dev,
+                )
+                self._store[spec.name] = store
+            st = store.numpy()
+            dt = st.dtype
+            if not fast or C > _NP_MAX_CHANNELS:
+                if generic is None:
+                    generic = (torch.from_numpy(inv.astype(np.int64)), torch.from_numpy(rows), torch.arange(N))
+                inv_t, rows_t, order = generic
+                if src == "xyz":
+                    vals = torch.from_numpy(pT.T)
+                elif src == "color":
+                    vals = torch.from_numpy(batch.color_t()[:, sub] if sub is not None else batch.color_t()).T
+                elif src == "one":
+                    vals = torch.ones((N, 1))
+                elif src == "step":
+                    vals = steps[torch.from_numpy(sel // (H * W))][:, None]
+                else:
+                    vals = self._values(src, batch, torch.from_numpy(sel), features, extra)
+                buf = red.reduce(vals.to(spec.torch_dtype), inv_t, M, order)
+                store[rows_t] = red.combine(store[rows_t], buf)
+                continue
+            op = _NP_UFUNC[spec.reduction]
+            if src == "one" and spec.reduction in ("sum", "mean"):
+                if counts is None:
+                    counts = np.bincount(inv, minlength=M)
+                for c in range(C + red.extra_channels):
+                    np.add.at(st[:, c], rows, counts.astype(dt))
+                continue
+            if spec.reduction == "mean":
+                if counts is None:
+                    counts = np.bincount(inv, minlength=M)
+                np.add.at(st[:, C], rows, counts.astype(dt))
+            if src == "step":
+                fr = batch.frame() if sub is None else sel // (H * W)
+                op.at(st[:, 0], prow, steps.numpy().astype(dt)[fr])
+                continue
+            if src == "xyz":
+                v = pT
+            elif src == "color":
+                v = batch.color_t() if sub is None else batch.color_t()[:, sub]
+            else:
+                v = self._values_t(src, batch, sel, features, extra)
+            for c in range(C):
+                vc = v[c] if v.dtype == dt else v[c].astype(dt)
+                op.at(st[:, c], prow, vc)
+        return N
+
+    def _fuse_torch(self, batch: "_PointBatch", steps: torch.Tensor, features, extra) -> int:
+        """Integration with torch ops (any device)."""
+        dev = self.device
+        B, H, W = batch.B, batch.H, batch.W
+        sel, pts = batch.sel, batch.pts
+        sub = None
         if self.config.bounds is not None:
             lo = torch.tensor(self.config.bounds[0], device=dev)
             hi = torch.tensor(self.config.bounds[1], device=dev)
             inb = ((pts >= lo) & (pts < hi)).all(dim=1)
-            sel, pts = sel[inb], pts[inb]
+            if not bool(inb.all()):
+                sub = inb.nonzero().squeeze(1)
+                sel, pts = sel[sub], pts[sub]
         ijk = self._coords(pts)
         ok = (ijk.abs() < _OFF).all(dim=1)
         if not bool(ok.all()):
-            sel, pts, ijk = sel[ok], pts[ok], ijk[ok]
-        if step is None:
-            steps = torch.arange(self.frames_integrated, self.frames_integrated + B, device=dev)
-        else:
-            steps = as_tensor(step, device=dev, dtype=torch.int64).reshape(-1).expand(B)
-        self.frames_integrated += B
+            keep = ok.nonzero().squeeze(1)
+            sub = keep if sub is None else sub[keep]
+            sel, pts, ijk = sel[keep], pts[keep], ijk[keep]
         N = sel.shape[0]
         if N == 0:
             return 0
-
         keys = self._encode(ijk)
         ukeys = unique_sorted(keys)
         inv = torch.searchsorted(ukeys, keys)
         M = ukeys.shape[0]
         rows = self._rows_for(ukeys)
-
-        cache: dict[str, torch.Tensor] = {}
-
-        def source(name: str) -> torch.Tensor | None:
-            if name in cache:
-                return cache[name]
-            if name == "xyz":
-                v = pts
-            elif name == "one":
-                v = torch.ones((N, 1), device=dev)
-            elif name == "step":
-                v = steps[sel // (H * W)][:, None]
-            elif name == "color":
-                if rgb is None:
-                    return None
-                img = rgb_to_bchw_float(rgb, device=dev)
-                if img.shape[0] != B or img.shape[-2:] != (H, W):
-                    raise ValueError(f"integrate: rgb shape {tuple(img.shape)} does not match depth {(B, H, W)}")
-                v = img.permute(0, 2, 3, 1).reshape(-1, 3)[sel]
-            else:
-                x = features if name == "feature" else (extra or {}).get(name)
-                if x is None:
-                    return None
-                x = as_tensor(x, device=dev)
-                if x.ndim == 3:
-                    x = x[None]
-                if x.shape[0] != B:
-                    raise ValueError(f"integrate: {name!r} has batch {x.shape[0]}, expected {B}")
-                if x.shape[-2:] != (H, W):
-                    x = F.interpolate(x.float(), size=(H, W), mode="bilinear", align_corners=False)
-                v = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])[sel]
-            cache[name] = v
-            return v
-
-        self._version += 1
         order = torch.arange(N, device=dev)
         for spec in self.config.attributes:
-            vals = source(spec.src)
-            if vals is None:
-                continue
+            if spec.src == "xyz":
+                vals = pts
+            elif spec.src == "one":
+                vals = torch.ones((N, 1), device=dev)
+            elif spec.src == "step":
+                vals = steps[sel // (H * W)][:, None]
+            elif spec.src == "color":
+                vals = batch.color()
+                if vals is None:
+                    continue
+                vals = vals if sub is None else vals[sub]
+            else:
+                vals = self._values(spec.src, batch, sel, features, extra)
+                if vals is None:
+                    continue
             C = self._channels[spec.name]
             if C is None:
                 C = self._channels[spec.name] = int(vals.shape[1])
@@ -703,6 +1166,8 @@ class VoxelMap:
         ``K`` (3, 3) or (B, 3, 3); ``cam_to_world`` (4, 4) or (B, 4, 4).
         """
         Kb, Tb, batched = _batched_camera(K, cam_to_world, self.device)
+        if self.device.type == "cpu":
+            return self._render_cpu(Kb, Tb, batched, height, width, attribute, points)
         P = self._cached("points", lambda: self.points().float().contiguous()) if points is None else points
         vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
         B, C = Tb.shape[0], vals.shape[1]
@@ -721,6 +1186,125 @@ class VoxelMap:
         if not batched:
             img, dep, msk = img[0], dep[0], msk[0]
         return RenderOutput(img, dep, msk)
+
+    def _render_index(self, points: torch.Tensor | None) -> "_BlockIndex":
+        """Points grouped into 1 m blocks with bounding spheres (cached until the map changes)."""
+        if points is not None:
+            return _BlockIndex(points.detach().float().cpu().numpy())
+        return self._cached("render_index", lambda: _BlockIndex(self.points().float().numpy()))
+
+    def _render_cpu(self, Kb, Tb, batched, height, width, attribute, points) -> RenderOutput:
+        """CPU rendering in NumPy (single-threaded: robust on a shared 2-core machine)."""
+        index = self._render_index(points)
+        vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
+        B, C = Tb.shape[0], vals.shape[1]
+        HW = height * width
+        img = np.zeros((B, C, HW), dtype=np.float32)
+        dep = np.zeros((B, HW), dtype=np.float32)
+        msk = np.zeros((B, HW), dtype=bool)
+        vn = vals.numpy()
+        for b in range(B):
+            sp = self._splat_np(index, Kb[b].numpy(), Tb[b].numpy(), height, width)
+            if sp is None:
+                continue
+            pix, rows, w, depth, covered = sp
+            for c in range(C):
+                img[b, c] = np.bincount(pix, weights=vn[rows, c] * w, minlength=HW)
+            dep[b] = depth
+            msk[b] = covered
+        img_t = torch.from_numpy(img).view(B, C, height, width)
+        dep_t = torch.from_numpy(dep).view(B, height, width)
+        msk_t = torch.from_numpy(msk).view(B, height, width)
+        if not batched:
+            img_t, dep_t, msk_t = img_t[0], dep_t[0], msk_t[0]
+        return RenderOutput(img_t, dep_t, msk_t)
+
+    def _splat_np(self, index: "_BlockIndex", K: np.ndarray, T: np.ndarray, H: int, W: int):
+        """NumPy twin of :meth:`_splat` (same splat maths) with two speed-ups: whole 1 m blocks of
+        points outside the view cone are culled before any point is projected, and each voxel's
+        footprint is expanded to exactly its pixels (ragged, no padding to the largest footprint)."""
+        cfg = self.config
+        if index.n == 0:
+            return None
+        fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+        s = max(cfg.voxel_size) * cfg.splat_scale * 0.5
+        xlim = (max(cx, W - 1 - cx) + 0.5 + cfg.max_splat_px) / fx
+        ylim = (max(cy, H - 1 - cy) + 0.5 + cfg.max_splat_px) / fy
+        R = T[:3, :3].astype(np.float32)
+        t = T[:3, 3].astype(np.float32)
+        # blocks: camera-frame centres; a block is kept if its bounding sphere may reach the cone
+        bc = (index.centers - t) @ R
+        r = index.radii
+        kx, ky = math.sqrt(1 + xlim * xlim), math.sqrt(1 + ylim * ylim)
+        bvis = (bc[:, 2] > cfg.near - r) & (np.abs(bc[:, 0]) <= xlim * bc[:, 2] + s + r * kx) & (
+            np.abs(bc[:, 1]) <= ylim * bc[:, 2] + s + r * ky
+        )
+        blocks = np.flatnonzero(bvis)
+        if blocks.shape[0] == 0:
+            return None
+        st, ln = index.starts[blocks], index.lengths[blocks]
+        if blocks.shape[0] == index.starts.shape[0]:
+            cand = None
+            X, Y, Z = index.pT
+        else:
+            tot = int(ln.sum())
+            cand = np.repeat(st - np.cumsum(ln) + ln, ln) + np.arange(tot)
+            X, Y, Z = np.take(index.pT, cand, axis=1)
+        X = X - t[0]
+        Y = Y - t[1]
+        Z = Z - t[2]
+        px = X * R[0, 0] + Y * R[1, 0] + Z * R[2, 0]
+        py = X * R[0, 1] + Y * R[1, 1] + Z * R[2, 1]
+        z = X * R[0, 2] + Y * R[1, 2] + Z * R[2, 2]
+        vis = (z > cfg.near) & (np.abs(px) <= xlim * z + s) & (np.abs(py) <= ylim * z + s)
+        idx = np.flatnonzero(vis)
+        if idx.shape[0] == 0:
+            return None
+        px, py, z = px[idx], py[idx], z[idx]
+        rows_all = index.rows[idx] if cand is None else index.rows[cand[idx]]
+        iz = 1.0 / z
+        u = fx * px * iz + cx
+        v = fy * py * iz + cy
+        hx = np.clip(fx * s * iz, 0.5, cfg.max_splat_px)
+        hy = np.clip(fy * s * iz, 0.5, cfg.max_splat_px)
+        u0, v0 = np.ceil(u - hx), np.ceil(v - hy)
+        nu = np.maximum(np.floor(u + hx) - u0 + 1, 1).astype(np.int64)
+        nv = np.maximum(np.floor(v + hy) - v0 + 1, 1).astype(np.int64)
+        # clip each footprint to the image first, so only in-image pixels are expanded
+        c0 = np.maximum(u0, 0).astype(np.int64)
+        r0 = np.maximum(v0, 0).astype(np.int64)
+        c1 = np.minimum(u0.astype(np.int64) + nu, W)
+        r1 = np.minimum(v0.astype(np.int64) + nv, H)
+        mu, mv = c1 - c0, r1 - r0
+        ok = (mu > 0) & (mv > 0)
+        if not ok.all():
+            sel = np.flatnonzero(ok)
+            if sel.shape[0] == 0:
+                return None
+            u, v, z, c0, r0, mu, mv, hx, hy, rows_all = (a[sel] for a in (u, v, z, c0, r0, mu, mv, hx, hy, rows_all))
+        n = mu * mv
+        tot = int(n.sum())
+        j = np.repeat(np.arange(n.shape[0]), n)
+        o = np.arange(tot) - np.repeat(np.cumsum(n) - n, n)
+        muj = mu[j]
+        oy = o // muj
+        col = c0[j] + (o - oy * muj)
+        row = r0[j] + oy
+        ax = 1.0 / (hx + 0.5)
+        ay = 1.0 / (hy + 0.5)
+        w = np.maximum(1 - np.abs(col - u[j]) * ax[j], 0.05) * np.maximum(1 - np.abs(row - v[j]) * ay[j], 0.05)
+        pix = row * W + col
+        zc = z[j]
+        zmin = np.full(H * W, np.inf, dtype=np.float32)
+        np.minimum.at(zmin, pix, zc)
+        zp = zmin[pix]
+        keep = np.flatnonzero(zc <= zp + cfg.blend_tol_abs + cfg.blend_tol_rel * zp)
+        pix, j, w, zc = pix[keep], j[keep], w[keep], zc[keep]
+        wsum = np.bincount(pix, weights=w, minlength=H * W)
+        covered = wsum > 0
+        w = w / wsum[pix]
+        depth = np.bincount(pix, weights=w * zc, minlength=H * W).astype(np.float32)
+        return pix, rows_all[j], w, depth, covered
 
     def _splat(self, P: torch.Tensor, K: torch.Tensor, T: torch.Tensor, H: int, W: int):
         """Soft z-buffer splat of points ``P`` (V, 3).
