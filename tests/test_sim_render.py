@@ -28,11 +28,29 @@ def renderer(house):
 
 
 def _view(house):
-    """A free spot in room 0 and a heading towards the room's farthest corner."""
-    r = house.rooms[0]
-    cx, cy = r.center
-    fx, fy = max(((r.x0, r.y0), (r.x1, r.y0), (r.x0, r.y1), (r.x1, r.y1)), key=lambda p: math.hypot(p[0] - cx, p[1] - cy))
-    return AgentState(cx, cy, math.atan2(fy - cy, fx - cx))
+    """A free spot facing 2.5 m of open floor (no furniture, no rug) in the first room that has one."""
+    free = house.free_space(agent_radius=0.2)
+    rugs = [o.bbox() for o in house.objects if o.category == "rug"]
+
+    def clear(x, y, yaw):
+        ex, ey = x + 2.5 * math.cos(yaw), y + 2.5 * math.sin(yaw)
+        if not free.segment_is_free(x, y, ex, ey):
+            return False
+        for s in np.linspace(0.0, 2.5, 26):  # a 1 m wide corridor ahead must be rug-free
+            px, py = x + s * math.cos(yaw), y + s * math.sin(yaw)
+            if any(b[0] - 0.5 <= px <= b[3] + 0.5 and b[1] - 0.5 <= py <= b[4] + 0.5 for b in rugs):
+                return False
+        return True
+
+    for r in house.rooms:
+        for fx in (0.5, 0.3, 0.7):
+            for fy in (0.5, 0.3, 0.7):
+                x, y = r.x0 + fx * (r.x1 - r.x0), r.y0 + fy * (r.y1 - r.y0)
+                for k in range(16):
+                    yaw = k * math.pi / 8
+                    if free.is_free(x, y) and clear(x, y, yaw):
+                        return AgentState(x, y, yaw)
+    raise AssertionError("no open view in this house")
 
 
 def test_shapes_dtypes_and_depth_range(renderer, house):
@@ -73,14 +91,14 @@ def test_depth_is_metric_z_depth_on_the_floor(renderer, house):
     np.testing.assert_allclose(depth[rows, K.width // 2], expected, rtol=2e-3)
 
 
-def test_depth_to_a_wall_ahead(renderer, house):
-    r = house.rooms[0]
-    t2 = house.config.wall_thickness / 2
-    x, y = r.center
-    rgb, depth = renderer.render(AgentState(x, y, 0.0).camera_pose(1.25))  # facing +x: the east wall
-    centre = depth[31:33, 31:33]
-    # a wall (or something in front of it) lies ahead; with nothing in between it is at x1 - t/2
-    assert centre.max() <= r.x1 - t2 - x + 1e-3
+def test_depth_ahead_matches_the_open_floor_plan(renderer, house):
+    """Facing 2.5 m of free floor, the centre ray travels at least that far, and no farther than the
+    house allows (the bounds' diagonal)."""
+    v = _view(house)
+    rgb, depth = renderer.render(v.camera_pose(1.25))
+    centre = float(depth[31:33, 31:33].min())
+    xmin, ymin, xmax, ymax = house.bounds
+    assert 2.5 - 0.2 <= centre <= math.hypot(xmax - xmin, ymax - ymin)
 
 
 def test_nonsquare_images_match_intrinsics(house):
