@@ -875,8 +875,8 @@ class VoxelMap:
             return self._fuse_cpu(batch, steps, features, extra)
         return self._fuse_torch(batch, steps, features, extra)
 
-    def _values(self, name: str, batch: "_PointBatch", sel: torch.Tensor, features, extra) -> torch.Tensor | None:
-        """(N, C) per-point values of a feature / extra source (resized to the depth resolution)."""
+    def _source(self, name: str, batch: "_PointBatch", features, extra) -> torch.Tensor | None:
+        """(B, C, H, W) values of a feature / extra source at the depth resolution, or ``None``."""
         B, H, W = batch.B, batch.H, batch.W
         x = features if name == "feature" else (extra or {}).get(name)
         if x is None:
@@ -888,21 +888,21 @@ class VoxelMap:
             raise ValueError(f"integrate: {name!r} has batch {x.shape[0]}, expected {B}")
         if x.shape[-2:] != (H, W):
             x = F.interpolate(x.float(), size=(H, W), mode="bilinear", align_corners=False)
+        return x
+
+    def _values(self, name: str, batch: "_PointBatch", sel: torch.Tensor, features, extra) -> torch.Tensor | None:
+        """(N, C) per-point values of a feature / extra source (resized to the depth resolution)."""
+        x = self._source(name, batch, features, extra)
+        if x is None:
+            return None
         return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])[sel]
 
     def _values_t(self, name: str, batch: "_PointBatch", sel: np.ndarray, features, extra) -> np.ndarray | None:
         """CPU: (C, N) per-point values of a feature / extra source, gathered channel by channel."""
-        B, H, W = batch.B, batch.H, batch.W
-        x = features if name == "feature" else (extra or {}).get(name)
+        x = self._source(name, batch, features, extra)
         if x is None:
             return None
-        x = as_tensor(x, device=self.device)
-        if x.ndim == 3:
-            x = x[None]
-        if x.shape[0] != B:
-            raise ValueError(f"integrate: {name!r} has batch {x.shape[0]}, expected {B}")
-        if x.shape[-2:] != (H, W):
-            x = F.interpolate(x.float(), size=(H, W), mode="bilinear", align_corners=False)
+        B, H, W = batch.B, batch.H, batch.W
         C = x.shape[1]
         xn = x.detach().numpy().reshape(B, C, H * W)
         xt = np.ascontiguousarray(xn.transpose(1, 0, 2)).reshape(C, B * H * W)  # (C, B*H*W)
