@@ -1,6 +1,7 @@
 """Persistent 3D memory: the sparse voxel map (DINO-Map, §3.2), feature extractors, frame-memory
 baseline, map rendering, memory tokens and pictures. Depends only on ``pewm.geometry``."""
 
+from pewm.memory.attributes import AttributeSpec, feature_attributes, surface_attributes
 from pewm.memory.features import (
     Dinov2Extractor,
     FeatureExtractor,
@@ -11,20 +12,11 @@ from pewm.memory.features import (
 )
 from pewm.memory.frame_memory import FrameMemory, FrameMemoryConfig, RetrievedFrames
 from pewm.memory.persistent_map import PersistentMap, PersistentMapConfig
+from pewm.memory.reductions import REDUCTIONS, Reduction, register_reduction
+from pewm.memory.rendering import RenderOutput
+from pewm.memory.tokens import MemoryTokens, sinusoidal_position_embedding
 from pewm.memory.viz import map_top_down_image
-from pewm.memory.voxel_map import (
-    REDUCTIONS,
-    AttributeSpec,
-    MemoryTokens,
-    Reduction,
-    RenderOutput,
-    VoxelMap,
-    VoxelMapConfig,
-    feature_attributes,
-    register_reduction,
-    sinusoidal_position_embedding,
-    surface_attributes,
-)
+from pewm.memory.voxel_map import VoxelMap, VoxelMapConfig
 
 __all__ = [
     "REDUCTIONS",

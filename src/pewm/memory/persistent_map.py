@@ -21,8 +21,11 @@ from pathlib import Path
 import torch
 
 from pewm.geometry import unproject_depth
+from pewm.memory._points import _PointBatch
 from pewm.memory.features import FeatureExtractor
-from pewm.memory.voxel_map import MemoryTokens, RenderOutput, VoxelMap, VoxelMapConfig, _PointBatch
+from pewm.memory.rendering import RenderOutput
+from pewm.memory.tokens import MemoryTokens
+from pewm.memory.voxel_map import VoxelMap, VoxelMapConfig
 
 
 @dataclass(frozen=True)

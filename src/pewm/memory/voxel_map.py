@@ -31,12 +31,17 @@ batch (shared by both maps of a :class:`~pewm.memory.persistent_map.PersistentMa
 voxel on a dense grid over the batch's bounding box (no sort), and accumulates straight into the
 stored rows; ``render`` culls 1 m blocks of points against the view cone before projecting and
 expands each splat to exactly its pixels.
+
+This module holds :class:`VoxelMapConfig` and :class:`VoxelMap` (storage, integration, lookup, tokens,
+persistence); the pieces it builds on live in :mod:`~pewm.memory.reductions`,
+:mod:`~pewm.memory.attributes`, :mod:`~pewm.memory.tokens`, :mod:`~pewm.memory.rendering` (splatting)
+and the private ``_grouping`` / ``_points`` (CPU grouping by voxel, per-batch unprojection). Every name
+they define that this module used to define is re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,159 +50,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pewm.geometry import camera_rays, project_points, unproject_depth, valid_depth
-from pewm.memory._util import as_tensor, rgb_to_bchw_float, unique_sorted
+from pewm.memory._grouping import _BITS, _MASK, _OFF, _group_points
+from pewm.memory._points import _PointBatch
+from pewm.memory._util import as_tensor, unique_sorted
+from pewm.memory.attributes import BUILTIN_SOURCES, AttributeSpec, feature_attributes, surface_attributes
+from pewm.memory.reductions import _BUILTIN, REDUCTIONS, Reduction, register_reduction
+from pewm.memory.rendering import (
+    RenderOutput,
+    _batched_camera,
+    _BlockIndex,
+    render_numpy,
+    render_torch,
+    splat_numpy,
+    splat_torch,
+)
+from pewm.memory.tokens import MemoryTokens, sinusoidal_position_embedding
 
-# --------------------------------------------------------------------------------------------------
-# Reductions: how per-point values are pooled into a voxel (within a batch, then with the stored value)
-# --------------------------------------------------------------------------------------------------
-
-
-def _fill_value(kind: str, dtype: torch.dtype) -> float | int:
-    if kind == "max":
-        return -math.inf if dtype.is_floating_point else torch.iinfo(dtype).min
-    if kind == "min":
-        return math.inf if dtype.is_floating_point else torch.iinfo(dtype).max
-    return 0
-
-
-@dataclass(frozen=True)
-class Reduction:
-    """A per-voxel pooling rule.
-
-    ``reduce(values (N, C), inv (N,), M, order (N,)) -> buf (M, C + extra)`` pools the points of one
-    ``integrate`` call into its ``M`` distinct voxels; ``combine(stored, buf)`` merges that with the
-    stored rows; ``read(stored, empty) -> (V, C)`` gives the user-facing value. ``init`` is the
-    fill value of a never-updated row (in storage dtype); ``extra_channels`` are hidden bookkeeping
-    channels (``mean`` keeps a weight).
-    """
-
-    name: str
-    reduce: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor]
-    combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    read: Callable[[torch.Tensor, float], torch.Tensor]
-    init: Callable[[torch.dtype], float | int]
-    extra_channels: int = 0
-
-
-def _scatter(kind: str) -> Reduction:
-    op = {"max": "amax", "min": "amin"}[kind]
-    both = torch.maximum if kind == "max" else torch.minimum
-
-    def reduce(vals, inv, M, order):
-        buf = torch.full((M, vals.shape[1]), _fill_value(kind, vals.dtype), dtype=vals.dtype, device=vals.device)
-        return buf.scatter_reduce_(0, inv[:, None].expand_as(vals), vals, op, include_self=True)
-
-    def read(stored, empty):
-        return torch.where(stored == _fill_value(kind, stored.dtype), torch.as_tensor(empty, dtype=stored.dtype), stored)
-
-    return Reduction(kind, reduce, both, read, lambda dt: _fill_value(kind, dt))
-
-
-def _sum_reduce(vals, inv, M, order):
-    return torch.zeros((M, vals.shape[1]), dtype=vals.dtype, device=vals.device).index_add_(0, inv, vals)
-
-
-def _mean_reduce(vals, inv, M, order):
-    w = torch.ones((vals.shape[0], 1), dtype=vals.dtype, device=vals.device)
-    return _sum_reduce(torch.cat([vals, w], dim=1), inv, M, order)
-
-
-def _mean_read(stored, empty):
-    s, w = stored[:, :-1], stored[:, -1:]
-    out = s / w.clamp_min(1e-12)
-    return torch.where(w > 0, out, torch.as_tensor(empty, dtype=out.dtype))
-
-
-def _last_reduce(vals, inv, M, order):
-    winner = torch.full((M,), -1, dtype=torch.int64, device=vals.device)
-    winner.scatter_reduce_(0, inv, order, "amax", include_self=True)
-    sel = order == winner[inv]
-    buf = torch.zeros((M, vals.shape[1]), dtype=vals.dtype, device=vals.device)
-    buf[inv[sel]] = vals[sel]
-    return buf
-
-
-REDUCTIONS: dict[str, Reduction] = {
-    "max": _scatter("max"),
-    "min": _scatter("min"),
-    "sum": Reduction("sum", _sum_reduce, torch.add, lambda s, e: s, lambda dt: 0),
-    # stored as (running sum, weight); read divides; exact up to float summation order
-    "mean": Reduction("mean", _mean_reduce, torch.add, _mean_read, lambda dt: 0, extra_channels=1),
-    # value of the most recent point: a later integrate() call wins, within a call the later frame
-    "last": Reduction("last", _last_reduce, lambda old, new: new, lambda s, e: s, lambda dt: 0),
-}
-
-
-def register_reduction(reduction: Reduction, overwrite: bool = False) -> None:
-    """Add a reduction to :data:`REDUCTIONS` so attributes can name it."""
-    if reduction.name in REDUCTIONS and not overwrite:
-        raise ValueError(f"reduction {reduction.name!r} already registered")
-    REDUCTIONS[reduction.name] = reduction
-
-
-# --------------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------------
-
-#: Per-point sources that ``integrate`` computes itself; any other source name is read from its
-#: ``extra`` dict (``(B, C, H, W)`` per-pixel values).
-BUILTIN_SOURCES = ("color", "feature", "xyz", "one", "step")
-
-
-@dataclass(frozen=True)
-class AttributeSpec:
-    """A declared per-voxel attribute.
-
-    ``channels=None`` is inferred from the first values integrated (e.g. the feature extractor's
-    ``dim``). ``source`` names the per-point values it pools (default: ``name``): ``color`` (RGB in
-    [0, 1]), ``feature`` (the ``features`` argument), ``xyz`` (the world point), ``one`` (1 per point,
-    for counts), ``step`` (the frame's step), or a key of ``integrate(extra=...)``. ``empty`` is what
-    never-updated voxels read as.
-    """
-
-    name: str
-    channels: int | None
-    reduction: str
-    source: str | None = None
-    dtype: str = "float32"
-    empty: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"attribute {self.name!r}: unknown reduction {self.reduction!r}; known: {sorted(REDUCTIONS)}")
-        if self.channels is not None and self.channels <= 0:
-            raise ValueError(f"attribute {self.name!r}: channels must be positive or None")
-        if not hasattr(torch, self.dtype) or not isinstance(getattr(torch, self.dtype), torch.dtype):
-            raise ValueError(f"attribute {self.name!r}: unknown dtype {self.dtype!r}")
-
-    @property
-    def src(self) -> str:
-        return self.source or self.name
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, self.dtype)
-
-
-def feature_attributes(feature_dim: int | None = None) -> tuple[AttributeSpec, ...]:
-    """The paper's DINO-map attributes: max-pooled ``feature`` plus ``color`` (mean), ``count``, ``last_seen``."""
-    return (
-        AttributeSpec("feature", feature_dim, "max"),
-        AttributeSpec("color", 3, "mean"),
-        AttributeSpec("count", 1, "sum", source="one", dtype="int32"),
-        AttributeSpec("last_seen", 1, "max", source="step", dtype="int64", empty=-1),
-    )
-
-
-def surface_attributes() -> tuple[AttributeSpec, ...]:
-    """Attributes of the fine rendering map: mean ``color``, mean surface ``point``, ``count``, ``last_seen``."""
-    return (
-        AttributeSpec("color", 3, "mean"),
-        AttributeSpec("point", 3, "mean", source="xyz"),
-        AttributeSpec("count", 1, "sum", source="one", dtype="int32"),
-        AttributeSpec("last_seen", 1, "max", source="step", dtype="int64", empty=-1),
-    )
+__all__ = [
+    "BUILTIN_SOURCES",
+    "REDUCTIONS",
+    "AttributeSpec",
+    "MemoryTokens",
+    "Reduction",
+    "RenderOutput",
+    "VoxelMap",
+    "VoxelMapConfig",
+    "feature_attributes",
+    "register_reduction",
+    "sinusoidal_position_embedding",
+    "surface_attributes",
+]
 
 
 @dataclass(frozen=True)
@@ -273,357 +155,13 @@ class VoxelMapConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MemoryTokens:
-    """Memory tokens of a map: voxel ``centers`` (N, 3), ``features`` (N, C), ``pos_emb`` (N, D).
-
-    ``mask`` (N,) is True for real tokens (False for padding when ``pad=True``). ``as_tensor()``
-    concatenates ``[features, pos_emb]`` as in the paper ("feature concatenated with a 3D sinusoidal
-    absolute position embedding").
-    """
-
-    centers: torch.Tensor
-    features: torch.Tensor
-    pos_emb: torch.Tensor
-    mask: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.centers.shape[0])
-
-    def as_tensor(self) -> torch.Tensor:
-        return torch.cat([self.features, self.pos_emb.to(self.features.dtype)], dim=-1)
-
-
-@dataclass
-class RenderOutput:
-    """A rendered view: ``image`` (B, C, H, W) float, ``depth`` (B, H, W) metres (0 where uncovered),
-    ``mask`` (B, H, W) bool coverage. Unbatched calls drop the B axis."""
-
-    image: torch.Tensor
-    depth: torch.Tensor
-    mask: torch.Tensor
-
-
-def sinusoidal_position_embedding(
-    xyz: torch.Tensor, dim: int = 96, min_wavelength: float = 0.5, max_wavelength: float = 100.0
-) -> torch.Tensor:
-    """3D sinusoidal absolute position embedding ``(..., dim)`` of world points ``(..., 3)`` in metres.
-
-    Each axis gets ``dim / 3`` channels: sines and cosines at ``dim / 6`` wavelengths spaced
-    geometrically from ``min_wavelength`` to ``max_wavelength`` (metres). Layout ``[x_sin, x_cos,
-    y_sin, y_cos, z_sin, z_cos]``.
-    """
-    if dim % 6:
-        raise ValueError(f"dim must be a multiple of 6, got {dim}")
-    n = dim // 6
-    if n == 1:
-        wl = torch.tensor([min_wavelength], device=xyz.device, dtype=torch.float32)
-    else:
-        wl = min_wavelength * (max_wavelength / min_wavelength) ** (
-            torch.arange(n, device=xyz.device, dtype=torch.float32) / (n - 1)
-        )
-    ang = xyz.float()[..., :, None] * (2 * math.pi / wl)  # (..., 3, n)
-    return torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)
-
-
-# --------------------------------------------------------------------------------------------------
 # The map
 # --------------------------------------------------------------------------------------------------
 
-_BITS = 21
-_OFF = 1 << (_BITS - 1)
-_MASK = (1 << _BITS) - 1
-
-
-def _batched_camera(K, cam_to_world, device) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    K = as_tensor(K, device=device, dtype=torch.float32)
-    T = as_tensor(cam_to_world, device=device, dtype=torch.float32)
-    batched = T.ndim == 3
-    T = T.reshape(-1, 4, 4)
-    K = K.reshape(-1, 3, 3).expand(T.shape[0], 3, 3)
-    return K, T, batched
-
-
+#: NumPy ufuncs of the built-in reductions that the CPU path accumulates with ``ufunc.at``
 _NP_UFUNC = {"max": np.maximum, "min": np.minimum, "sum": np.add, "mean": np.add}
-_NP_COMBINE = {"max": np.maximum, "min": np.minimum, "sum": np.add, "mean": np.add}
-_BUILTIN = dict(REDUCTIONS)
 #: attributes wider than this use torch's (threaded) scatter on CPU instead of per-channel ufunc.at
 _NP_MAX_CHANNELS = 4096
-
-
-def _np_dtype(dt: torch.dtype) -> np.dtype:
-    return torch.empty(0, dtype=dt).numpy().dtype
-
-
-def _as_index(idx: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(idx).to(device)
-
-
-#: dense bounding-box grids up to this many cells are used to group points by voxel without sorting
-_DENSE_CELLS = 1 << 23
-
-
-def _unique_inverse(ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique voxel keys of integer coords ``ijk`` (N, 3) and each point's index into them.
-
-    When the batch's bounding box is small (always for the paper grid, usually for a 5 cm grid and a
-    batch of nearby frames) the points are grouped on a dense boolean grid over that box, which is
-    O(N + box) with no sort; the box's row-major order is the key order. Otherwise ``np.unique``.
-    """
-    lo = ijk.min(axis=0)
-    ext = ijk.max(axis=0) - lo + 1
-    vol = int(ext[0]) * int(ext[1]) * int(ext[2])
-    N = ijk.shape[0]
-    if vol <= max(_DENSE_CELLS, 0) and vol < (1 << 31):
-        it = np.int32
-        rel = (ijk - lo).astype(it)
-        lin = (rel[:, 0] * it(ext[1]) + rel[:, 1]) * it(ext[2]) + rel[:, 2]
-        occ = np.zeros(vol, dtype=bool)
-        occ[lin] = True
-        ul = np.flatnonzero(occ)
-        lut = np.empty(vol, dtype=np.int32)
-        lut[ul] = np.arange(ul.shape[0], dtype=np.int32)
-        inv = lut[lin].astype(np.intp)
-        e12 = int(ext[1]) * int(ext[2])
-        i = ul // e12
-        rem = ul - i * e12
-        j = rem // int(ext[2])
-        k = rem - j * int(ext[2])
-        uk = ((i + (int(lo[0]) + _OFF)) << (2 * _BITS)) | ((j + (int(lo[1]) + _OFF)) << _BITS) | (k + (int(lo[2]) + _OFF))
-        return uk.astype(np.int64), inv
-    keys = ((ijk[:, 0] + _OFF) << (2 * _BITS)) | ((ijk[:, 1] + _OFF) << _BITS) | (ijk[:, 2] + _OFF)
-    uk, inv = np.unique(keys, return_inverse=True)
-    return uk, inv.reshape(-1)
-
-
-def _group_points(pT: np.ndarray, voxel_size, origin) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Group world points ``pT`` (3, N) float32 by voxel: ``(sorted unique keys (M,), inverse (N,),
-    kept point indices or None if all)``; points whose voxel is out of the key range are dropped.
-
-    Same voxels as :meth:`VoxelMap._coords` (``floor((p - origin) / voxel_size)`` in float32).
-    """
-    vs = np.asarray(voxel_size, dtype=pT.dtype)[:, None]
-    q = pT - np.asarray(origin, dtype=pT.dtype)[:, None] if any(origin) else pT
-    f = np.floor(q / vs)
-    lo_f, hi_f = f.min(axis=1), f.max(axis=1)
-    keep = None
-    if not (np.all(lo_f > -_OFF) and np.all(hi_f < _OFF)):  # rare: drop points outside the key range
-        with np.errstate(invalid="ignore"):
-            ok = ((f > -_OFF) & (f < _OFF)).all(axis=0)
-        keep = np.flatnonzero(ok)
-        f = f[:, keep]
-        if keep.shape[0] == 0:
-            return np.empty(0, np.int64), np.empty(0, np.intp), keep
-        lo_f, hi_f = f.min(axis=1), f.max(axis=1)
-    lo = lo_f.astype(np.int64)
-    ext = hi_f.astype(np.int64) - lo + 1
-    vol = int(ext[0]) * int(ext[1]) * int(ext[2])
-    if vol <= _DENSE_CELLS:
-        # dense boolean grid over the batch's bounding box: O(N + box), no sort; the box's row-major
-        # order is the key order, so the occupied cells come out sorted
-        rel = (f - lo_f[:, None]).astype(np.int32)
-        lin = rel[0]
-        lin *= np.int32(ext[1])
-        lin += rel[1]
-        lin *= np.int32(ext[2])
-        lin += rel[2]
-        occ = np.zeros(vol, dtype=bool)
-        occ[lin] = True
-        ul = np.flatnonzero(occ)
-        lut = np.empty(vol, dtype=np.int32)
-        lut[ul] = np.arange(ul.shape[0], dtype=np.int32)
-        inv = lut[lin]
-        e12 = int(ext[1]) * int(ext[2])
-        i, rem = np.divmod(ul, e12)
-        j, k = np.divmod(rem, int(ext[2]))
-        uk = ((i + (int(lo[0]) + _OFF)) << (2 * _BITS)) | ((j + (int(lo[1]) + _OFF)) << _BITS) | (k + (int(lo[2]) + _OFF))
-        return uk.astype(np.int64), inv, keep
-    ijk = f.astype(np.int64) + _OFF
-    keys = (ijk[0] << (2 * _BITS)) | (ijk[1] << _BITS) | ijk[2]
-    uk, inv = np.unique(keys, return_inverse=True)
-    return uk, inv.reshape(-1), keep
-
-
-_RAYS: dict[tuple, np.ndarray] = {}
-
-
-def _rays_t(K: torch.Tensor, H: int, W: int) -> np.ndarray:
-    """(3, H*W) float32 camera rays of ``pewm.geometry.camera_rays`` (cached per intrinsics)."""
-    key = (K.numpy().tobytes(), H, W)
-    r = _RAYS.get(key)
-    if r is None:
-        if len(_RAYS) > 64:
-            _RAYS.clear()
-        r = _RAYS[key] = np.ascontiguousarray(camera_rays(K, H, W).reshape(-1, 3).numpy().T)
-    return r
-
-
-class _BlockIndex:
-    """Render-time spatial index: points (V, 3) grouped into ``block`` m cubes, each with a bounding
-    sphere, so a render can cull whole blocks against the view cone before projecting points."""
-
-    def __init__(self, P: np.ndarray, block: float = 1.0):
-        P = np.asarray(P, dtype=np.float32).reshape(-1, 3)
-        self.n = P.shape[0]
-        if self.n == 0:
-            self.pT = np.zeros((3, 0), np.float32)
-            self.rows = self.starts = self.lengths = np.zeros(0, np.int64)
-            self.centers, self.radii = np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
-            return
-        bk = np.floor(P / block).astype(np.int64)
-        bk -= bk.min(axis=0)
-        ext = bk.max(axis=0) + 1
-        lin = (bk[:, 0] * ext[1] + bk[:, 1]) * ext[2] + bk[:, 2]
-        order = np.argsort(lin, kind="stable")
-        lin = lin[order]
-        self.rows = order
-        self.pT = np.ascontiguousarray(P[order].T)
-        first = np.flatnonzero(np.r_[True, lin[1:] != lin[:-1]])
-        self.starts = first
-        self.lengths = np.diff(np.r_[first, self.n])
-        lo = np.minimum.reduceat(self.pT, first, axis=1)
-        hi = np.maximum.reduceat(self.pT, first, axis=1)
-        self.centers = np.ascontiguousarray(((lo + hi) * 0.5).T)
-        self.radii = (np.linalg.norm(hi - lo, axis=0) * 0.5 + 1e-4).astype(np.float32)
-
-
-class _PointBatch:
-    """The valid points of a batch of RGB-D frames, unprojected once and shared by several maps.
-
-    ``sel`` (N,) flat (b, h, w) indices of valid pixels (frame-major, ascending), world points
-    (``pts`` (N, 3) torch / ``points_t()`` (3, N) NumPy on CPU), ``steps`` (B,) int64 or None (each
-    map then uses its own frame counter); colours are computed on first use and cached.
-
-    On CPU the unprojection is NumPy, written to round exactly like
-    :func:`pewm.geometry.unproject_depth` (``rays * z`` then ``(x R0 + y R1) + z R2 + t`` without
-    fused multiply-adds), so both give the same voxels.
-    """
-
-    def __init__(self, B, H, W, steps, rgb, device):
-        self.B, self.H, self.W = B, H, W
-        self.steps, self.rgb, self.device = steps, rgb, device
-        self._sel: torch.Tensor | None = None
-        self._sel_np: np.ndarray | None = None
-        self._pts: torch.Tensor | None = None
-        self._pT: np.ndarray | None = None
-        self._color: torch.Tensor | None = None
-        self._colorT: np.ndarray | None = None
-        self._frame: np.ndarray | None = None
-        self.all_valid = False
-
-    @classmethod
-    def make(cls, rgb, depth, K, cam_to_world, step, max_depth, device) -> "_PointBatch":
-        dev = torch.device(device)
-        depth = as_tensor(depth, device=dev, dtype=torch.float32)
-        if depth.ndim == 2:
-            depth = depth[None]
-        B, H, W = depth.shape
-        T = as_tensor(cam_to_world, device=dev, dtype=torch.float32).reshape(-1, 4, 4)
-        Km = as_tensor(K, device=dev, dtype=torch.float32).reshape(-1, 3, 3)
-        if T.shape[0] != B or Km.shape[0] not in (1, B):
-            raise ValueError(f"integrate: {B} depth maps but {T.shape[0]} poses and {Km.shape[0]} intrinsics")
-        steps = None if step is None else as_tensor(step, device=dev, dtype=torch.int64).reshape(-1).expand(B)
-        pb = cls(B, H, W, steps, rgb, dev)
-        if dev.type == "cpu":
-            d = depth.numpy().reshape(-1)
-            with np.errstate(invalid="ignore"):
-                ok = np.isfinite(d) & (d > 0)
-                if max_depth is not None:
-                    ok &= d <= max_depth
-            sel = np.flatnonzero(ok)
-            HW = H * W
-            bounds = np.searchsorted(sel, np.arange(B + 1) * HW)
-            pT = np.empty((3, sel.shape[0]), dtype=np.float32)
-            Tn = T.numpy()
-            for b in range(B):
-                s0, s1 = int(bounds[b]), int(bounds[b + 1])
-                if s1 == s0:
-                    continue
-                idx = sel[s0:s1]
-                z = d[idx]
-                rays = _rays_t(Km[b if Km.shape[0] == B else 0], H, W)
-                pc = rays * z if s1 - s0 == HW else rays[:, idx - b * HW] * z
-                R, t = Tn[b, :3, :3], Tn[b, :3, 3]
-                for i in range(3):
-                    o = pT[i, s0:s1]
-                    np.multiply(pc[0], R[i, 0], out=o)
-                    o += pc[1] * R[i, 1]
-                    o += pc[2] * R[i, 2]
-                    o += t[i]
-            pb._sel_np, pb._pT = sel, pT
-            pb.all_valid = sel.shape[0] == B * HW
-            pb._frame = np.repeat(np.arange(B), np.diff(bounds))
-            return pb
-        valid = valid_depth(depth, max_depth)
-        sel = valid.reshape(-1).nonzero().squeeze(1)  # flat (b, h, w) indices of valid pixels
-        pts = unproject_depth(torch.nan_to_num(depth, nan=0.0, posinf=0.0), Km if Km.shape[0] == B else Km[0], T)
-        pb._sel, pb._pts = sel, pts.reshape(-1, 3)[sel]
-        return pb
-
-    @property
-    def sel(self) -> torch.Tensor:
-        if self._sel is None:
-            self._sel = torch.from_numpy(self._sel_np)
-        return self._sel
-
-    @property
-    def pts(self) -> torch.Tensor:
-        if self._pts is None:
-            self._pts = torch.from_numpy(self._pT.T)
-        return self._pts
-
-    def points_t(self) -> np.ndarray:
-        """(3, N) float32 points (CPU)."""
-        if self._pT is None:
-            self._pT = np.ascontiguousarray(self._pts.numpy().T)
-        return self._pT
-
-    def frame(self) -> np.ndarray:
-        """(N,) frame index of every point (CPU)."""
-        if self._frame is None:
-            self._frame = self.sel.numpy() // (self.H * self.W)
-        return self._frame
-
-    def _uint8_hwc(self) -> np.ndarray | None:
-        rgb = self.rgb
-        if isinstance(rgb, torch.Tensor) and rgb.device.type == "cpu" and rgb.dtype == torch.uint8:
-            rgb = rgb.numpy()
-        if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim in (3, 4) and rgb.shape[-1] == 3 and (
-            rgb.shape[-3] != 3
-        ):
-            if rgb.reshape(-1, 3).shape[0] != self.B * self.H * self.W or rgb.shape[-3:-1] != (self.H, self.W):
-                raise ValueError(f"integrate: rgb shape {rgb.shape} does not match depth {(self.B, self.H, self.W)}")
-            return rgb.reshape(-1, 3)
-        return None
-
-    def color_t(self) -> np.ndarray | None:
-        """(3, N) float32 colour in [0, 1] (CPU); same values as :func:`rgb_to_bchw_float`."""
-        if self._colorT is None and self.rgb is not None:
-            flat = self._uint8_hwc()
-            if flat is not None:
-                g = flat if self.all_valid else np.take(flat, self.sel.numpy(), axis=0)
-                c = np.empty((3, g.shape[0]), dtype=np.float32)
-                np.divide(g.T, np.float32(255.0), out=c, dtype=np.float32)
-                self._colorT = c
-            else:
-                self._colorT = np.ascontiguousarray(self.color().numpy().T)
-        return self._colorT
-
-    def color(self) -> torch.Tensor | None:
-        """(N, 3) float32 colour in [0, 1] of every valid point (None without an image)."""
-        if self._color is None and self.rgb is not None:
-            if self._colorT is not None:
-                self._color = torch.from_numpy(self._colorT.T)
-                return self._color
-            img = rgb_to_bchw_float(self.rgb, device=self.device)
-            if img.shape[0] != self.B or img.shape[-2:] != (self.H, self.W):
-                raise ValueError(f"integrate: rgb shape {tuple(img.shape)} does not match depth {(self.B, self.H, self.W)}")
-            self._color = img.permute(0, 2, 3, 1).reshape(-1, 3)[self.sel]
-        return self._color
 
 
 class VoxelMap:
@@ -1149,7 +687,6 @@ class VoxelMap:
             pos = F.pad(pos, (0, 0, 0, p))
             mask = F.pad(mask, (0, p), value=False)
         return MemoryTokens(centers, feats, pos, mask)
-
     # ---- rendering -----------------------------------------------------------------------------
 
     def render(
@@ -1167,25 +704,12 @@ class VoxelMap:
         """
         Kb, Tb, batched = _batched_camera(K, cam_to_world, self.device)
         if self.device.type == "cpu":
-            return self._render_cpu(Kb, Tb, batched, height, width, attribute, points)
+            index = self._render_index(points)
+            vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
+            return render_numpy(index, vals, Kb, Tb, batched, height, width, self.config)
         P = self._cached("points", lambda: self.points().float().contiguous()) if points is None else points
         vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
-        B, C = Tb.shape[0], vals.shape[1]
-        img = torch.zeros((B, C, height * width), device=self.device)
-        dep = torch.zeros((B, height * width), device=self.device)
-        msk = torch.zeros((B, height * width), dtype=torch.bool, device=self.device)
-        for b in range(B):
-            sp = self._splat(P, Kb[b], Tb[b], height, width)
-            if sp is None:
-                continue
-            pix, rows, w, depth, covered = sp
-            img[b].index_add_(1, pix, vals[rows].T * w)
-            dep[b] = depth
-            msk[b] = covered
-        img, dep, msk = img.view(B, C, height, width), dep.view(B, height, width), msk.view(B, height, width)
-        if not batched:
-            img, dep, msk = img[0], dep[0], msk[0]
-        return RenderOutput(img, dep, msk)
+        return render_torch(P, vals, Kb, Tb, batched, height, width, self.config, self.device)
 
     def _render_index(self, points: torch.Tensor | None) -> "_BlockIndex":
         """Points grouped into 1 m blocks with bounding spheres (cached until the map changes)."""
@@ -1193,174 +717,13 @@ class VoxelMap:
             return _BlockIndex(points.detach().float().cpu().numpy())
         return self._cached("render_index", lambda: _BlockIndex(self.points().float().numpy()))
 
-    def _render_cpu(self, Kb, Tb, batched, height, width, attribute, points) -> RenderOutput:
-        """CPU rendering in NumPy (single-threaded: robust on a shared 2-core machine)."""
-        index = self._render_index(points)
-        vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
-        B, C = Tb.shape[0], vals.shape[1]
-        HW = height * width
-        img = np.zeros((B, C, HW), dtype=np.float32)
-        dep = np.zeros((B, HW), dtype=np.float32)
-        msk = np.zeros((B, HW), dtype=bool)
-        vn = vals.numpy()
-        for b in range(B):
-            sp = self._splat_np(index, Kb[b].numpy(), Tb[b].numpy(), height, width)
-            if sp is None:
-                continue
-            pix, rows, w, depth, covered = sp
-            for c in range(C):
-                img[b, c] = np.bincount(pix, weights=vn[rows, c] * w, minlength=HW)
-            dep[b] = depth
-            msk[b] = covered
-        img_t = torch.from_numpy(img).view(B, C, height, width)
-        dep_t = torch.from_numpy(dep).view(B, height, width)
-        msk_t = torch.from_numpy(msk).view(B, height, width)
-        if not batched:
-            img_t, dep_t, msk_t = img_t[0], dep_t[0], msk_t[0]
-        return RenderOutput(img_t, dep_t, msk_t)
-
-    def _splat_np(self, index: "_BlockIndex", K: np.ndarray, T: np.ndarray, H: int, W: int):
-        """NumPy twin of :meth:`_splat` (same splat maths) with two speed-ups: whole 1 m blocks of
-        points outside the view cone are culled before any point is projected, and each voxel's
-        footprint is expanded to exactly its pixels (ragged, no padding to the largest footprint)."""
-        cfg = self.config
-        if index.n == 0:
-            return None
-        fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-        s = max(cfg.voxel_size) * cfg.splat_scale * 0.5
-        xlim = (max(cx, W - 1 - cx) + 0.5 + cfg.max_splat_px) / fx
-        ylim = (max(cy, H - 1 - cy) + 0.5 + cfg.max_splat_px) / fy
-        R = T[:3, :3].astype(np.float32)
-        t = T[:3, 3].astype(np.float32)
-        # blocks: camera-frame centres; a block is kept if its bounding sphere may reach the cone
-        bc = (index.centers - t) @ R
-        r = index.radii
-        kx, ky = math.sqrt(1 + xlim * xlim), math.sqrt(1 + ylim * ylim)
-        bvis = (bc[:, 2] > cfg.near - r) & (np.abs(bc[:, 0]) <= xlim * bc[:, 2] + s + r * kx) & (
-            np.abs(bc[:, 1]) <= ylim * bc[:, 2] + s + r * ky
-        )
-        blocks = np.flatnonzero(bvis)
-        if blocks.shape[0] == 0:
-            return None
-        st, ln = index.starts[blocks], index.lengths[blocks]
-        if blocks.shape[0] == index.starts.shape[0]:
-            cand = None
-            X, Y, Z = index.pT
-        else:
-            tot = int(ln.sum())
-            cand = np.repeat(st - np.cumsum(ln) + ln, ln) + np.arange(tot)
-            X, Y, Z = np.take(index.pT, cand, axis=1)
-        X = X - t[0]
-        Y = Y - t[1]
-        Z = Z - t[2]
-        px = X * R[0, 0] + Y * R[1, 0] + Z * R[2, 0]
-        py = X * R[0, 1] + Y * R[1, 1] + Z * R[2, 1]
-        z = X * R[0, 2] + Y * R[1, 2] + Z * R[2, 2]
-        vis = (z > cfg.near) & (np.abs(px) <= xlim * z + s) & (np.abs(py) <= ylim * z + s)
-        idx = np.flatnonzero(vis)
-        if idx.shape[0] == 0:
-            return None
-        px, py, z = px[idx], py[idx], z[idx]
-        rows_all = index.rows[idx] if cand is None else index.rows[cand[idx]]
-        iz = 1.0 / z
-        u = fx * px * iz + cx
-        v = fy * py * iz + cy
-        hx = np.clip(fx * s * iz, 0.5, cfg.max_splat_px)
-        hy = np.clip(fy * s * iz, 0.5, cfg.max_splat_px)
-        u0, v0 = np.ceil(u - hx), np.ceil(v - hy)
-        nu = np.maximum(np.floor(u + hx) - u0 + 1, 1).astype(np.int64)
-        nv = np.maximum(np.floor(v + hy) - v0 + 1, 1).astype(np.int64)
-        # clip each footprint to the image first, so only in-image pixels are expanded
-        c0 = np.maximum(u0, 0).astype(np.int64)
-        r0 = np.maximum(v0, 0).astype(np.int64)
-        c1 = np.minimum(u0.astype(np.int64) + nu, W)
-        r1 = np.minimum(v0.astype(np.int64) + nv, H)
-        mu, mv = c1 - c0, r1 - r0
-        ok = (mu > 0) & (mv > 0)
-        if not ok.all():
-            sel = np.flatnonzero(ok)
-            if sel.shape[0] == 0:
-                return None
-            u, v, z, c0, r0, mu, mv, hx, hy, rows_all = (a[sel] for a in (u, v, z, c0, r0, mu, mv, hx, hy, rows_all))
-        n = mu * mv
-        tot = int(n.sum())
-        j = np.repeat(np.arange(n.shape[0]), n)
-        o = np.arange(tot) - np.repeat(np.cumsum(n) - n, n)
-        muj = mu[j]
-        oy = o // muj
-        col = c0[j] + (o - oy * muj)
-        row = r0[j] + oy
-        ax = 1.0 / (hx + 0.5)
-        ay = 1.0 / (hy + 0.5)
-        w = np.maximum(1 - np.abs(col - u[j]) * ax[j], 0.05) * np.maximum(1 - np.abs(row - v[j]) * ay[j], 0.05)
-        pix = row * W + col
-        zc = z[j]
-        zmin = np.full(H * W, np.inf, dtype=np.float32)
-        np.minimum.at(zmin, pix, zc)
-        zp = zmin[pix]
-        keep = np.flatnonzero(zc <= zp + cfg.blend_tol_abs + cfg.blend_tol_rel * zp)
-        pix, j, w, zc = pix[keep], j[keep], w[keep], zc[keep]
-        wsum = np.bincount(pix, weights=w, minlength=H * W)
-        covered = wsum > 0
-        w = w / wsum[pix]
-        depth = np.bincount(pix, weights=w * zc, minlength=H * W).astype(np.float32)
-        return pix, rows_all[j], w, depth, covered
+    def _splat_np(self, index: _BlockIndex, K: np.ndarray, T: np.ndarray, H: int, W: int):
+        """:func:`~pewm.memory.rendering.splat_numpy` with this map's config."""
+        return splat_numpy(index, K, T, H, W, self.config)
 
     def _splat(self, P: torch.Tensor, K: torch.Tensor, T: torch.Tensor, H: int, W: int):
-        """Soft z-buffer splat of points ``P`` (V, 3).
-
-        Returns ``(pix, rows, w, depth, covered)``: for each kept (pixel, voxel) pair its flat pixel
-        index, voxel storage row and normalised blend weight, plus the (H*W,) depth and coverage.
-        """
-        cfg = self.config
-        if P.shape[0] == 0:
-            return None
-        # same maths as pewm.geometry.project_points (R^T (p - t), then K), as one addmm: the batched
-        # einsum there is ~5x slower for a single camera and this is the hot loop of rendering
-        R, t = T[:3, :3], T[:3, 3]
-        pc = torch.addmm(-(t @ R), P, R)
-        fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
-        s = max(cfg.voxel_size) * cfg.splat_scale * 0.5
-        z = pc[:, 2]
-        # cull with a conservative cone test before the per-point divisions
-        xlim = (max(cx, W - 1 - cx) + 0.5 + cfg.max_splat_px) / fx
-        ylim = (max(cy, H - 1 - cy) + 0.5 + cfg.max_splat_px) / fy
-        vis = (z > cfg.near) & (pc[:, 0].abs() <= xlim * z + s) & (pc[:, 1].abs() <= ylim * z + s)
-        idx = vis.nonzero().squeeze(1)
-        if idx.numel() == 0:
-            return None
-        pc = pc[idx]
-        z = pc[:, 2]
-        u = fx * pc[:, 0] / z + cx
-        v = fy * pc[:, 1] / z + cy
-        hx = (fx * s / z).clamp(0.5, cfg.max_splat_px)
-        hy = (fy * s / z).clamp(0.5, cfg.max_splat_px)
-        u0, v0 = torch.ceil(u - hx), torch.ceil(v - hy)
-        nu = (torch.floor(u + hx) - u0 + 1).clamp_min(1)
-        nv = (torch.floor(v + hy) - v0 + 1).clamp_min(1)
-        S_u, S_v = int(nu.max()), int(nv.max())
-        ox = torch.arange(S_u, device=self.device, dtype=u.dtype).repeat(S_v)
-        oy = torch.arange(S_v, device=self.device, dtype=u.dtype).repeat_interleave(S_u)
-        j, o = ((ox < nu[:, None]) & (oy < nv[:, None])).nonzero(as_tuple=True)
-        # one gather of every per-voxel quantity the candidates need (gathers dominate the cost)
-        a = torch.stack([u0, v0, u, v, 1.0 / (hx + 0.5), 1.0 / (hy + 0.5), z], dim=1)[j]
-        col, row = a[:, 0] + ox[o], a[:, 1] + oy[o]
-        ins = ((col >= 0) & (col < W) & (row >= 0) & (row < H)).nonzero().squeeze(1)
-        if ins.numel() == 0:
-            return None
-        a, j, col, row = a[ins], j[ins], col[ins], row[ins]
-        w = (1 - (col - a[:, 2]).abs() * a[:, 4]).clamp_min(0.05) * (1 - (row - a[:, 3]).abs() * a[:, 5]).clamp_min(0.05)
-        pix = (row * W + col).long()
-        zc = a[:, 6]
-        zmin = torch.full((H * W,), math.inf, device=self.device).scatter_reduce_(0, pix, zc, "amin")
-        zp = zmin[pix]
-        keep = (zc <= zp + cfg.blend_tol_abs + cfg.blend_tol_rel * zp).nonzero().squeeze(1)
-        pix, j, w, zc = pix[keep], j[keep], w[keep], zc[keep]
-        wsum = torch.zeros(H * W, device=self.device).index_add_(0, pix, w)
-        covered = wsum > 0
-        w = w / wsum[pix]
-        depth = torch.zeros(H * W, device=self.device).index_add_(0, pix, w * zc)
-        return pix, idx[j], w, depth, covered
+        """:func:`~pewm.memory.rendering.splat_torch` (soft z-buffer splat of points ``P``) with this map's config."""
+        return splat_torch(P, K, T, H, W, self.config, self.device)
 
     # ---- persistence ---------------------------------------------------------------------------
 
