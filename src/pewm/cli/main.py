@@ -12,7 +12,9 @@ app = typer.Typer(
         "pewm: Persistent Embodied World Models (arXiv 2505.05495).\n\n"
         "An action-conditioned RGB-D video world model with a persistent 3D map. "
         "Start with `pewm data generate --out houses` to build a dataset from the procedural "
-        "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it."
+        "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it, "
+        "`pewm map houses --episode 0 --out map0` to fuse it into the persistent 3D map, and "
+        "`pewm train --data houses --out runs/stage1` to train the world model."
     ),
     no_args_is_help=True,
     add_completion=False,
