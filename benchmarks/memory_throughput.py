@@ -18,12 +18,12 @@ steps <= 2x the bytes after the look-around.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import platform
 import time
 from pathlib import Path
+
+from _results import write_results
 
 import numpy as np
 import torch
@@ -262,9 +262,7 @@ def main() -> None:
         ms = ", ".join(f"{x:.2f}" for x in meas) if isinstance(meas, list) else (f"{meas / 1e6:.2f} M" if v["target"] >= 1e6 else f"{meas:.2f}")
         tg = f"{v['target'] / 1e6:.0f} M" if v["target"] >= 1e6 else f"{v['target']:g}"
         print(f"{k:58s} {tg:>9s} {ms:>16s}  {'met' if v['met'] else 'NOT met'}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, res)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ Targets (tiny preset, 2-core CPU): a training step (batch >= 8) <= 0.5 s with bf
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
+
+from _results import write_results
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
@@ -206,12 +206,7 @@ def main() -> None:
         "targets": {"train_step_s": 0.5, "generate_chunk_s": 2.0},
         "loadavg_at_end": os.getloadavg(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

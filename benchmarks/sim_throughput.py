@@ -10,12 +10,13 @@ episodes/min runs ``pewm data generate`` logic with 1 and 2 worker processes in 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_results
 
 import numpy as np
 
@@ -72,12 +73,7 @@ def main() -> None:
     target = results["render"]["64x64"]["rgbd_frames_per_second"] >= 400
     results["targets"] = {"rgbd_fps_64_ge_400": target}
     print(f"target >= 400 RGB-D frames/s at 64x64: {'met' if target else 'NOT met'}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

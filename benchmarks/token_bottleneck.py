@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from _results import write_results
 
 import numpy as np
 import torch
@@ -75,12 +76,7 @@ def main() -> None:
     print("patch " + " ".join(f"{k:>17}" for k in keys))
     for r in results:
         print(f"{r['patch']:>5} " + " ".join(f"{r[k]:17.3f}" for k in keys))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import memory_scenes as S
 from pewm.memory import PersistentMap, VoxelMap, VoxelMapConfig, map_top_down_image

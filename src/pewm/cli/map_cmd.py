@@ -21,7 +21,6 @@ def build_map(
     px_per_m: float = 40.0,
 ) -> dict:
     """Library form of the command; returns a summary dict (voxels, bytes, paths)."""
-    import numpy as np
     from PIL import Image
 
     from pewm.data import open_dataset

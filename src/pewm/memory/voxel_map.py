@@ -563,7 +563,7 @@ class VoxelMap:
     def _fuse_torch(self, batch: "_PointBatch", steps: torch.Tensor, features, extra) -> int:
         """Integration with torch ops (any device)."""
         dev = self.device
-        B, H, W = batch.B, batch.H, batch.W
+        H, W = batch.H, batch.W
         sel, pts = batch.sel, batch.pts
         sub = None
         if self.config.bounds is not None:

@@ -15,7 +15,6 @@ Presets (:data:`TRAIN_PRESETS`; each names a model preset):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
