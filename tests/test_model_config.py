@@ -19,9 +19,12 @@ def test_presets_build_and_round_trip_through_json():
 
 def test_tiny_preset_matches_the_cpu_target_shape():
     cfg = from_preset("tiny")
-    assert (cfg.image_height, cfg.image_width, cfg.patch_size, cfg.frames) == (64, 64, 8, 8)
+    assert (cfg.image_height, cfg.image_width, cfg.frames) == (64, 64, 8)
     assert 192 <= cfg.width <= 256 and cfg.depth == 6
-    assert cfg.in_channels == 10 and cfg.out_channels == 4 and cfg.tokens_per_frame == 64
+    # 16x16x4 latents, 2x2 latent patches: 64 tokens of 8x8 pixels, 16 numbers each
+    assert cfg.latent and (cfg.frame_height, cfg.frame_width, cfg.frame_channels) == (16, 16, 4)
+    assert cfg.pixel_patch == 8 and cfg.tokens_per_frame == 64
+    assert cfg.in_channels == 10 and cfg.out_channels == 4
 
 
 def test_overrides_including_nested_diffusion():

@@ -11,7 +11,9 @@ app = typer.Typer(
     help=(
         "pewm: Persistent Embodied World Models (arXiv 2505.05495).\n\n"
         "An action-conditioned RGB-D video world model with a persistent 3D map. "
-        "Start with `pewm data generate --out houses` to build a dataset from the procedural "
+        "`pewm demo` shows the shipped model imagining a walk in an unseen house with and without "
+        "its memory; `pewm eval` runs the Table-1 benchmark. "
+        "To train your own: start with `pewm data generate --out houses` to build a dataset from the procedural "
         "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it, "
         "`pewm map houses --episode 0 --out map0` to fuse it into the persistent 3D map, and "
         "`pewm train --data houses --out runs/stage1` to train the world model."
@@ -30,7 +32,12 @@ if _register_map is not None:
     _register_map(app)
 
 from pewm.cli.train_cmd import register as _register_train  # noqa: E402
+from pewm.cli.demo_cmd import register as _register_demo  # noqa: E402
+from pewm.cli.eval_cmd import register as _register_eval  # noqa: E402
+
 _register_train(app)
+_register_demo(app)
+_register_eval(app)
 
 
 @app.command()

@@ -9,13 +9,16 @@ import typer
 
 HELP = """Train the world model (two stages, as in the paper, §4).
 
+Stage 0 (--stage autoencoder), for models that diffuse latents (the tiny preset), trains the
+RGB-D autoencoder; stage 1 then starts from it (--init STAGE0_RUN), the autoencoder frozen.
 Stage 1 (--stage backbone) trains the video diffusion backbone with an empty memory.
 Stage 2 (--stage memory --init STAGE1_RUN) freezes the backbone and trains only the memory
 blocks of --reader; each clip's memory is built from the ground-truth frames before it.
 
 \b
 Examples:
-  pewm train --preset tiny --data houses --stage backbone --out runs/s1
+  pewm train --preset tiny --data houses --stage autoencoder --steps 1500 --out runs/ae
+  pewm train --preset tiny --data houses --stage backbone --init runs/ae --out runs/s1
   pewm train --preset tiny --data houses --stage memory --reader voxel-xattn \\
              --init runs/s1 --out runs/s2
   pewm train --out runs/s2 --resume --steps 40000      # continue (exactly) from the last checkpoint
@@ -51,10 +54,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="run directory (created; holds config, metrics, checkpoints)"),
         data: Optional[Path] = typer.Option(None, "--data", "-d", help="dataset directory (pewm data format)"),
         preset: Optional[str] = typer.Option(None, help="training preset: micro | tiny | base | paper [default: tiny]"),
-        stage: Optional[str] = typer.Option(None, help="backbone (stage 1, no memory) | memory (stage 2, frozen backbone)"),
+        stage: Optional[str] = typer.Option(None, help="autoencoder (stage 0, latent models) | backbone (stage 1, no memory) | memory (stage 2, frozen backbone)"),
         reader: Optional[str] = typer.Option(None, help="memory reader: voxel-xattn | frames | voxel-render | none"),
         init: Optional[Path] = typer.Option(
-            None, help="stage-1 run, checkpoint or model directory to start from (required for --stage memory)"
+            None, help="run, checkpoint or model directory to start from (stage 0 for --stage backbone of latent models, stage 1 for --stage memory)"
         ),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
         steps: Optional[int] = typer.Option(None, help="total optimizer steps"),

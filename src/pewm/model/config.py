@@ -8,7 +8,8 @@ from an incompatible version fails loudly instead of being silently ignored.
 Presets:
 
 * ``micro`` -- unit tests (16x16 frames, width 32, 2 blocks, 2 future frames).
-* ``tiny``  -- a 2-core CPU: 64x64 frames, patch 8, width 192, 6 blocks, H = 8 future frames.
+* ``tiny``  -- a 2-core CPU: 64x64 frames diffused as 16x16x4 autoencoder latents
+  (:mod:`pewm.model.autoencoder`), 2x2 latent patches, width 192, 6 blocks, H = 8 future frames.
 * ``base``  -- one GPU: 128x128 frames, patch 8, width 768, 12 blocks.
 * ``paper`` -- CogVideoX-2B-like widths and depth (30 blocks, width 1920, 30 heads, timestep
   embedding 512); about 1.5B backbone parameters plus about 1.1B of memory blocks, matching the
@@ -20,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from pewm.model.autoencoder import AutoencoderConfig
 
 ATTENTION_KINDS = ("full", "factorized")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -92,7 +95,7 @@ class ModelConfig:
     # frames and tokens
     image_height: int = 64
     image_width: int = 64
-    patch_size: int = 8
+    patch_size: int = 2
     frames: int = 8  # H: future frames generated per chunk (the clip has 1 + H frames)
     # backbone (§3.1: video diffusion transformer with timestep AdaLN)
     width: int = 192
@@ -114,6 +117,8 @@ class ModelConfig:
     depth_max: float = 20.0
     # diffusion (§3.4)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # latent space (§3.2: the paper diffuses VAE latents): None = patches of normalised pixels
+    autoencoder: AutoencoderConfig | None = field(default_factory=AutoencoderConfig)
 
     # channel counts (fixed by the modalities; derived, not stored)
     @property
@@ -125,18 +130,46 @@ class ModelConfig:
         return 6
 
     @property
+    def latent(self) -> bool:
+        """Whether the denoiser works on autoencoder latents (else on normalised pixels)."""
+        return self.autoencoder is not None
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per latent cell along each axis (1 in pixel space)."""
+        return self.autoencoder.downsample if self.autoencoder is not None else 1
+
+    @property
+    def frame_channels(self) -> int:
+        """Channels of one frame in the space the diffusion runs in (4 RGB-D or the latent's)."""
+        return self.autoencoder.latent_channels if self.autoencoder is not None else self.rgbd_channels
+
+    @property
+    def frame_height(self) -> int:
+        return self.image_height // self.downsample
+
+    @property
+    def frame_width(self) -> int:
+        return self.image_width // self.downsample
+
+    @property
+    def pixel_patch(self) -> int:
+        """Pixels per token along each axis (``patch_size`` latent cells of ``downsample`` pixels)."""
+        return self.patch_size * self.downsample
+
+    @property
     def in_channels(self) -> int:
-        """Pixel channels of one frame entering the backbone's patch embedding."""
-        return self.rgbd_channels + self.plucker_channels
+        """Channels of one frame entering the backbone's patch embeddings (frame + Plücker)."""
+        return self.frame_channels + self.plucker_channels
 
     @property
     def out_channels(self) -> int:
-        return self.rgbd_channels
+        return self.frame_channels
 
     @property
     def grid(self) -> tuple[int, int]:
         """Patch grid ``(rows, cols)`` of one frame."""
-        return self.image_height // self.patch_size, self.image_width // self.patch_size
+        return self.image_height // self.pixel_patch, self.image_width // self.pixel_patch
 
     @property
     def tokens_per_frame(self) -> int:
@@ -155,11 +188,17 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {v!r}")
-        for name in ("image_height", "image_width"):
-            if getattr(self, name) % self.patch_size:
-                raise ValueError(
-                    f"ModelConfig.{name}={getattr(self, name)} is not divisible by patch_size={self.patch_size}"
+        if self.autoencoder is not None:
+            if not isinstance(self.autoencoder, AutoencoderConfig):
+                raise TypeError(
+                    f"ModelConfig.autoencoder must be an AutoencoderConfig or None, got {type(self.autoencoder).__name__}"
                 )
+            self.autoencoder.validate()
+        for name in ("image_height", "image_width"):
+            if getattr(self, name) % self.pixel_patch:
+                what = f"patch_size={self.patch_size}" if not self.latent else (
+                    f"patch_size x downsample = {self.patch_size} x {self.downsample}")
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)} is not divisible by {what}")
         if self.width % self.heads:
             raise ValueError(f"ModelConfig.width={self.width} is not divisible by heads={self.heads}")
         if self.head_dim % 2:
@@ -189,10 +228,15 @@ class ModelConfig:
         if isinstance(self.diffusion, dict):
             _check_keys(DiffusionConfig, self.diffusion, "ModelConfig.diffusion")
             self.diffusion = DiffusionConfig(**self.diffusion)
+        if isinstance(self.autoencoder, dict):
+            _check_keys(AutoencoderConfig, self.autoencoder, "ModelConfig.autoencoder")
+            self.autoencoder = AutoencoderConfig(**self.autoencoder)
         self.validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["autoencoder"] = None if self.autoencoder is None else self.autoencoder.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -203,6 +247,8 @@ class ModelConfig:
         """A copy with ``overrides`` (``diffusion`` may be a partial dict of DiffusionConfig fields)."""
         d = self.to_dict()
         diff = overrides.pop("diffusion", None)
+        if isinstance(overrides.get("autoencoder"), AutoencoderConfig):
+            overrides["autoencoder"] = overrides["autoencoder"].to_dict()
         _check_keys(type(self), overrides, "ModelConfig overrides")
         d.update(overrides)
         if diff is not None:
@@ -217,26 +263,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Unit tests only: 16x16 px, patch 4, 2 future frames, width 32 (a forward takes ~1 ms).
     "micro": dict(
         image_height=16, image_width=16, patch_size=4, frames=2, width=32, depth=2, heads=2,
-        mlp_ratio=2.0, time_embed_dim=32, attention="factorized", memory_dim=16, memory_pos_dim=12,
+        autoencoder=None, mlp_ratio=2.0, time_embed_dim=32, attention="factorized", memory_dim=16, memory_pos_dim=12,
         memory_mlp_ratio=1.0, max_memory_tokens=64, max_memory_frames=2, depth_min=0.1, depth_max=10.0,
         diffusion=dict(sampling_steps=4),
     ),
-    # 2-core CPU. 64x64 px, patch 8 -> 64 tokens per frame, 9 frames -> 576 tokens.
+    # 2-core CPU. 64x64 px -> 16x16x4 autoencoder latents, 2x2 latent patches -> 64 tokens per
+    # frame (8x8 px each), 9 frames -> 576 tokens. Pixel patches of 8 cannot be denoised at width
+    # 192 (benchmarks/token_bottleneck.py); latents carry 16 numbers per token instead of 256.
     "tiny": dict(
-        image_height=64, image_width=64, patch_size=8, frames=8, width=192, depth=6, heads=6,
+        image_height=64, image_width=64, patch_size=2, frames=8,
+        autoencoder=dict(latent_channels=4, downsample=4, channels=[48, 96]), width=192, depth=6, heads=6,
         mlp_ratio=4.0, time_embed_dim=192, attention="factorized", memory_dim=384, memory_pos_dim=96,
         memory_mlp_ratio=2.0, max_memory_tokens=1024, max_memory_frames=4,
     ),
     # One GPU. 128x128 px, patch 8 -> 256 tokens per frame, 2304 per clip.
     "base": dict(
-        image_height=128, image_width=128, patch_size=8, frames=8, width=768, depth=12, heads=12,
+        image_height=128, image_width=128, patch_size=8, autoencoder=None, frames=8, width=768, depth=12, heads=12,
         mlp_ratio=4.0, time_embed_dim=512, attention="full", memory_dim=384, memory_pos_dim=96,
         memory_mlp_ratio=2.0, max_memory_tokens=8192, max_memory_frames=8, diffusion=dict(sampling_steps=50),
     ),
     # CogVideoX-2B-like: 30 blocks of width 1920 with 30 heads and a 512-d timestep embedding.
     # Pixel space 512x512 with patch 16 gives CogVideoX's 32x32 token grid per frame.
     "paper": dict(
-        image_height=512, image_width=512, patch_size=16, frames=8, width=1920, depth=30, heads=30,
+        image_height=512, image_width=512, patch_size=16, autoencoder=None, frames=8, width=1920, depth=30, heads=30,
         mlp_ratio=4.0, time_embed_dim=512, attention="full", memory_dim=384, memory_pos_dim=96,
         memory_mlp_ratio=2.0, max_memory_tokens=65536, max_memory_frames=8, diffusion=dict(sampling_steps=50),
     ),

@@ -4,8 +4,12 @@ A DiT over patch tokens of a clip of ``1 + H`` RGB-D frames: the current frame `
 clean) followed by ``H`` noisy future frames. Every pixel carries, concatenated to its RGB-D
 channels, the Plücker ray ``(o x d, d)`` of its frame's camera expressed in the current camera's
 frame (§3.2: actions -> relative poses -> per-pixel Plücker image, "concatenated to the input
-channels ... better for precise pixel-wise control"); the pixels are patchified together (a
-``p x p`` convolution), so no mean pooling is needed in pixel space. Fixed sinusoidal spatial
+channels ... better for precise pixel-wise control"). Frames live in the diffusion space: normalised
+pixels, or the latents of :mod:`pewm.model.autoencoder` (``ModelConfig.autoencoder``, as the
+paper diffuses VAE latents). A token covers ``patch_size`` x ``patch_size`` cells of that space,
+i.e. ``pixel_patch`` pixels; frame cells and Plücker pixels are patchified by two convolutions
+whose outputs are summed (= one convolution over their concatenation when both are pixels), so the
+rays keep full pixel resolution instead of being mean-pooled. Fixed sinusoidal spatial
 (patch grid) and temporal (frame index) position embeddings are added.
 
 Each backbone block is AdaLN-Zero (DiT; CogVideoX, which the paper fine-tunes, conditions on the
@@ -47,7 +51,7 @@ from pewm.model.normalization import denormalize_depth, denormalize_rgb, normali
 @dataclass
 class Conditioning:
     """Everything but the noisy frames and the timestep; computed once per clip, reused at every
-    sampling step. ``current`` ``(B, 4, h, w)`` normalised clean frame, ``plucker``
+    sampling step. ``current`` ``(B, C, h', w')`` the clean current frame in diffusion space, ``plucker``
     ``(B, 1 + H, 6, h, w)``, ``cam`` ``(B, (1 + H) * L, 6)`` the per-patch mean Plücker ray (the
     memory blocks' camera embedding), ``memory`` the reader's prepared memory."""
 
@@ -95,8 +99,9 @@ class Denoiser(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        p, w = cfg.patch_size, cfg.width
-        self.patch_embed = nn.Conv2d(cfg.in_channels, w, p, stride=p)
+        p, w, pp = cfg.patch_size, cfg.width, cfg.pixel_patch
+        self.patch_embed = nn.Conv2d(cfg.frame_channels, w, p, stride=p)
+        self.ray_embed = nn.Conv2d(cfg.plucker_channels, w, pp, stride=pp, bias=False)
         self.register_buffer("pe_space", sincos_2d_grid(*cfg.grid, w), persistent=False)
         self.register_buffer(
             "pe_time", sincos_1d(torch.arange(cfg.frames + 1), w, max_period=100.0), persistent=False
@@ -143,15 +148,17 @@ class Denoiser(nn.Module):
     ) -> Conditioning:
         """Prepare the clean inputs.
 
-        ``current`` ``(B, 4, h, w)`` normalised current frame; ``rel_poses`` ``(B, 1 + H, 4, 4)``
+        ``current`` ``(B, C, h', w')`` current frame in diffusion space (normalised RGB-D, or its
+        autoencoder latent); ``rel_poses`` ``(B, 1 + H, 4, 4)``
         camera-to-current-camera poses of every frame of the clip (index 0 is the identity);
         ``K`` ``(B, 3, 3)`` or ``(3, 3)`` intrinsics at the model's resolution.
         """
         cfg = self.cfg
         B, F_ = current.shape[0], cfg.frames + 1
-        h, w, p = cfg.image_height, cfg.image_width, cfg.patch_size
-        if tuple(current.shape[1:]) != (cfg.rgbd_channels, h, w):
-            raise ValueError(f"current frame has shape {tuple(current.shape)}, expected (B, 4, {h}, {w})")
+        h, w, p = cfg.image_height, cfg.image_width, cfg.pixel_patch
+        want = (cfg.frame_channels, cfg.frame_height, cfg.frame_width)
+        if tuple(current.shape[1:]) != want:
+            raise ValueError(f"current frame has shape {tuple(current.shape)}, expected (B, {', '.join(map(str, want))})")
         if tuple(rel_poses.shape) != (B, F_, 4, 4):
             raise ValueError(f"rel_poses has shape {tuple(rel_poses.shape)}, expected ({B}, {F_}, 4, 4)")
         K = K.to(device=current.device, dtype=torch.float32)
@@ -168,17 +175,19 @@ class Denoiser(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """``x_t`` ``(B, H, 4, h, w)`` noisy future frames, ``t`` ``(B,)`` timesteps -> v ``(B, H, 4, h, w)``."""
+        """``x_t`` ``(B, H, C, h', w')`` noisy future frames (diffusion space), ``t`` ``(B,)``
+        timesteps -> v of the same shape."""
         cfg = self.cfg
         B, H = x_t.shape[:2]
         F_, L, p = H + 1, cfg.tokens_per_frame, cfg.patch_size
-        if H != cfg.frames or tuple(x_t.shape[2:]) != (cfg.rgbd_channels, cfg.image_height, cfg.image_width):
+        want = (cfg.frame_channels, cfg.frame_height, cfg.frame_width)
+        if H != cfg.frames or tuple(x_t.shape[2:]) != want:
             raise ValueError(
-                f"x_t has shape {tuple(x_t.shape)}, expected (B, {cfg.frames}, 4, {cfg.image_height}, {cfg.image_width})"
+                f"x_t has shape {tuple(x_t.shape)}, expected (B, {cfg.frames}, {', '.join(map(str, want))})"
             )
-        frames = torch.cat([cond.current[:, None].to(x_t.dtype), x_t], dim=1)
-        pix = torch.cat([frames, cond.plucker.to(x_t.dtype)], dim=2).flatten(0, 1)
-        x = self.patch_embed(pix).flatten(2).transpose(1, 2)  # (B*F, L, w)
+        frames = torch.cat([cond.current[:, None].to(x_t.dtype), x_t], dim=1).flatten(0, 1)
+        x = self.patch_embed(frames) + self.ray_embed(cond.plucker.to(x_t.dtype).flatten(0, 1))
+        x = x.flatten(2).transpose(1, 2)  # (B*F, L, w)
         x = (x + self.pe_space).view(B, F_, L, -1) + self.pe_time[:, None]
         x = x.reshape(B, F_ * L, -1)
         if cond.memory.input_tokens is not None:
@@ -189,8 +198,8 @@ class Denoiser(nn.Module):
             if self.run_memory_blocks:
                 x = self.reader.block(i, x, c, cond.cam, cond.memory)
         shift, scale = self.final_ada(c)
-        x = self.final(modulate(self.final_norm(x), shift, scale))  # (B, F*L, p*p*4)
+        x = self.final(modulate(self.final_norm(x), shift, scale))  # (B, F*L, p*p*C)
         x = x.view(B, F_, L, -1)[:, 1:]  # future frames only
         r, cc = cfg.grid
         x = x.reshape(B, H, r, cc, p, p, cfg.out_channels).permute(0, 1, 6, 2, 4, 3, 5)
-        return x.reshape(B, H, cfg.out_channels, cfg.image_height, cfg.image_width)
+        return x.reshape(B, H, cfg.out_channels, cfg.frame_height, cfg.frame_width)

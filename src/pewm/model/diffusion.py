@@ -54,9 +54,10 @@ class VDiffusion:
         memory_dropout: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """v-prediction MSE for clean future frames ``x0`` ``(B, H, 4, h, w)`` (normalised).
+        """v-prediction MSE for clean future frames ``x0`` ``(B, H, C, h, w)`` (diffusion space).
 
-        Returns ``loss`` (all channels) and, detached, ``loss_rgb`` and ``loss_depth``.
+        Returns ``loss`` (all channels) and, detached and only in pixel space (``C == 4``),
+        ``loss_rgb`` and ``loss_depth`` (latent channels do not separate RGB from depth).
         """
         B, dev = x0.shape[0], x0.device
         sched = self.train_scheduler
@@ -70,11 +71,11 @@ class VDiffusion:
             cond = cond.drop_memory(keep)
         pred = denoiser(x_t, t, cond)
         err = (pred.float() - v.float()).pow(2)
-        return {
-            "loss": err.mean(),
-            "loss_rgb": err[:, :, :3].mean().detach(),
-            "loss_depth": err[:, :, 3].mean().detach(),
-        }
+        out = {"loss": err.mean()}
+        if not denoiser.cfg.latent:
+            out["loss_rgb"] = err[:, :, :3].mean().detach()
+            out["loss_depth"] = err[:, :, 3].mean().detach()
+        return out
 
     @torch.no_grad()
     def sample(
@@ -85,7 +86,7 @@ class VDiffusion:
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """DDIM sampling of the future frames ``(B, H, 4, h, w)`` (normalised space)."""
+        """DDIM sampling of the future frames ``(B, H, C, h', w')`` (diffusion space)."""
         cfg = denoiser.cfg
         steps = self.cfg.sampling_steps if steps is None else int(steps)
         if not 1 <= steps <= self.cfg.num_train_timesteps:
@@ -95,7 +96,7 @@ class VDiffusion:
         dtype = cond.current.dtype
         sched = make_scheduler(self.cfg)
         sched.set_timesteps(steps, device=dev)
-        shape = (B, cfg.frames, cfg.out_channels, cfg.image_height, cfg.image_width)
+        shape = (B, cfg.frames, cfg.out_channels, cfg.frame_height, cfg.frame_width)
         x = torch.randn(shape, device=_gen_device(generator, dev), dtype=dtype, generator=generator).to(dev)
         x = x * sched.init_noise_sigma
         uncond = cond.drop_memory(torch.zeros(B, dtype=torch.bool, device=dev)) if scale != 1.0 else None

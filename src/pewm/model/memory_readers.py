@@ -61,6 +61,9 @@ class MemoryInput:
       ``(B, K, 3, 3)``, ``(B, 3, 3)`` or ``(3, 3)``; ``frame_mask`` ``(B, K)`` bool. (``frames``)
     * ``rendered`` ``(B, H, 5, h, w)``: the map rendered into each *future* view: RGB in ``[0, 1]``,
       depth in metres, coverage in ``{0, 1}``. (``voxel-render``)
+    * ``rendered_latent`` ``(B, H, C + 1, h', w')``: for a latent-space model, the render encoded
+      by the model's autoencoder plus the coverage averaged over each latent cell; filled in by
+      :meth:`~pewm.model.world_model.WorldModel.encode_memory` from ``rendered``.
     """
 
     tokens: torch.Tensor | None = None
@@ -71,6 +74,7 @@ class MemoryInput:
     frame_intrinsics: torch.Tensor | None = None
     frame_mask: torch.Tensor | None = None
     rendered: torch.Tensor | None = None
+    rendered_latent: torch.Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "MemoryInput":
         """A copy on ``device``; floating fields cast to ``dtype`` (masks stay bool)."""
@@ -278,7 +282,7 @@ class FramesReader(MemoryReader):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        p = cfg.patch_size
+        p = cfg.pixel_patch
         self.patch = nn.Conv2d(cfg.rgbd_channels + cfg.plucker_channels, cfg.width, p, stride=p)
         self.register_buffer("grid_pe", sincos_2d_grid(*cfg.grid, cfg.width), persistent=False)
 
@@ -322,35 +326,56 @@ class FramesReader(MemoryReader):
 
 @register_reader
 class VoxelRenderReader(MemoryReader):
-    """``voxel-render`` (beyond the paper): the map rendered into each future view enters as 5
-    pixel-aligned channels (RGB and depth, normalised like the frames and zeroed where not
-    covered, then coverage), patchified by a zero-initialised convolution whose output is added to
-    the backbone's patch embedding (= widening the input layer with zero-initialised weights, as
-    the paper does for depth, §3.2). The current frame gets no render. The memory blocks, kept for
-    parameter parity, see an empty memory."""
+    """``voxel-render`` (beyond the paper): the map rendered into each future view enters
+    pixel-aligned, patchified by a zero-initialised convolution whose output is added to the
+    backbone's patch embedding (= widening the input layer with zero-initialised weights, as the
+    paper does for depth, §3.2). In pixel space the render gives 5 channels (RGB and depth,
+    normalised like the frames and zeroed where not covered, then coverage); in latent space it is
+    encoded by the model's autoencoder like a frame, plus the coverage averaged per latent cell
+    (``MemoryInput.rendered_latent``), so covered places can be copied token for token. The
+    current frame gets no render. The memory blocks, kept for parameter parity, see an empty memory."""
 
     name = "voxel-render"
     channels = 5
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        p = cfg.patch_size
+        if cfg.latent:
+            c_in, p = cfg.frame_channels + 1, cfg.patch_size
+        else:
+            c_in, p = self.channels, cfg.pixel_patch
         # no bias: an absent render (coverage 0 everywhere) and a dropped memory both give exactly 0
-        self.render_patch = nn.Conv2d(self.channels, cfg.width, p, stride=p, bias=False)
+        self.render_patch = nn.Conv2d(c_in, cfg.width, p, stride=p, bias=False)
         nn.init.zeros_(self.render_patch.weight)
 
-    def input_tokens(self, memory, batch, device, dtype):
+    def _pixel_input(self, memory, batch, device) -> torch.Tensor:
         cfg = self.cfg
-        h, w, H, L = cfg.image_height, cfg.image_width, cfg.frames, cfg.tokens_per_frame
+        h, w, H = cfg.image_height, cfg.image_width, cfg.frames
         if memory.rendered is None:
-            r = torch.zeros(batch, H, self.channels, h, w, device=device, dtype=torch.float32)
-        else:
-            r = _check(memory.rendered, "rendered", (batch, H, self.channels, h, w), self.name)
-            r = r.to(device=device, dtype=torch.float32)
+            return torch.zeros(batch, H, self.channels, h, w, device=device, dtype=torch.float32)
+        r = _check(memory.rendered, "rendered", (batch, H, self.channels, h, w), self.name)
+        r = r.to(device=device, dtype=torch.float32)
         cov = (r[:, :, 4:5] > 0.5).float()
-        pix = torch.cat(
+        return torch.cat(
             [normalize_rgb(r[:, :, :3]) * cov, normalize_depth(r[:, :, 3:4], cfg.depth_min, cfg.depth_max) * cov, cov],
             dim=2,
         )
-        tok = self.render_patch(pix.flatten(0, 1).to(dtype)).flatten(2).transpose(1, 2).reshape(batch, H * L, -1)
+
+    def _latent_input(self, memory, batch, device) -> torch.Tensor:
+        cfg = self.cfg
+        shape = (batch, cfg.frames, cfg.frame_channels + 1, cfg.frame_height, cfg.frame_width)
+        if memory.rendered_latent is None:
+            if memory.rendered is not None:
+                raise ValueError(
+                    "MemoryInput.rendered is in pixels but this model diffuses latents: pass the memory through "
+                    "WorldModel.encode_memory() (WorldModel.generate and training do it)"
+                )
+            return torch.zeros(shape, device=device, dtype=torch.float32)
+        return _check(memory.rendered_latent, "rendered_latent", shape, self.name).to(device=device, dtype=torch.float32)
+
+    def input_tokens(self, memory, batch, device, dtype):
+        cfg = self.cfg
+        H, L = cfg.frames, cfg.tokens_per_frame
+        x = self._latent_input(memory, batch, device) if cfg.latent else self._pixel_input(memory, batch, device)
+        tok = self.render_patch(x.flatten(0, 1).to(dtype)).flatten(2).transpose(1, 2).reshape(batch, H * L, -1)
         return F.pad(tok, (0, 0, L, 0))  # no render for the current frame

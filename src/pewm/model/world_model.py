@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pewm.geometry import Action, ActionConfig, Intrinsics, check_pose, poses_from_actions
+from pewm.model.autoencoder import RGBDAutoencoder
 from pewm.model.config import ModelConfig, from_preset
 from pewm.model.denoiser import Conditioning, Denoiser
 from pewm.model.diffusion import VDiffusion
@@ -32,6 +33,8 @@ from pewm.model.memory_readers import MemoryInput
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
+READER_PREFIX = "denoiser.reader."
 FORMAT = "pewm.WorldModel"
 FORMAT_VERSION = 1
 
@@ -84,6 +87,8 @@ class WorldModel(nn.Module):
         self.config = config.validate()
         self.denoiser = Denoiser(config)
         self.diffusion = VDiffusion(config.diffusion)
+        # the latent space (§3.2); trained in the "autoencoder" stage, frozen afterwards
+        self.autoencoder = RGBDAutoencoder(config.autoencoder) if config.latent else None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "WorldModel":
@@ -95,13 +100,60 @@ class WorldModel(nn.Module):
         return self.denoiser.memory_parameters()
 
     def backbone_parameters(self):
-        """Everything else (trained in stage 1, frozen in stage 2)."""
+        """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
+    def autoencoder_parameters(self):
+        """The autoencoder's parameters (trained in the ``autoencoder`` stage; none in pixel space)."""
+        return iter(()) if self.autoencoder is None else self.autoencoder.parameters()
+
     def num_parameters(self) -> dict[str, int]:
+        """Parameter counts: ``backbone`` and ``memory`` (the denoiser), ``autoencoder``, ``total``."""
         mem = sum(p.numel() for p in self.memory_parameters())
         bb = sum(p.numel() for p in self.backbone_parameters())
-        return {"backbone": bb, "memory": mem, "total": bb + mem}
+        ae = sum(p.numel() for p in self.autoencoder_parameters())
+        return {"backbone": bb, "memory": mem, "autoencoder": ae, "total": bb + mem + ae}
+
+    # -- diffusion space -----------------------------------------------------------------------
+    def encode_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised RGB-D ``(..., 4, h, w)`` -> diffusion space ``(..., C, h', w')`` (identity in pixel space)."""
+        if self.autoencoder is None:
+            return x
+        lead = x.shape[:-3]
+        z = self.autoencoder.encode(x.reshape(-1, *x.shape[-3:]))
+        return z.reshape(*lead, *z.shape[1:])
+
+    def decode_frames(self, z: torch.Tensor) -> torch.Tensor:
+        """Diffusion space ``(..., C, h', w')`` -> normalised RGB-D ``(..., 4, h, w)``."""
+        if self.autoencoder is None:
+            return z
+        lead = z.shape[:-3]
+        x = self.autoencoder.decode(z.reshape(-1, *z.shape[-3:]))
+        return x.reshape(*lead, *x.shape[1:])
+
+    def encode_memory(self, memory: MemoryInput | None) -> MemoryInput | None:
+        """Fill ``rendered_latent`` from ``rendered`` for a latent-space ``voxel-render`` model:
+        the covered part of the render (uncovered pixels zeroed, as in pixel space) encoded like a
+        frame, plus the coverage averaged over each latent cell. Other memories pass unchanged."""
+        if memory is None or self.autoencoder is None or memory.rendered is None or memory.rendered_latent is not None:
+            return memory
+        cfg = self.config
+        r = torch.as_tensor(memory.rendered).to(self.device, torch.float32)
+        B, H = r.shape[:2]
+        if tuple(r.shape[2:]) != (5, cfg.image_height, cfg.image_width):
+            raise ValueError(
+                f"MemoryInput.rendered has shape {tuple(r.shape)}, expected (B, {cfg.frames}, 5, {cfg.image_height}, "
+                f"{cfg.image_width})"
+            )
+        cov = (r[:, :, 4:5] > 0.5).float()
+        x = self.denoiser.normalize_frames(r[:, :, :3], r[:, :, 3]) * cov
+        with torch.no_grad():
+            z = self.encode_frames(x)
+        d = cfg.downsample
+        cov_lat = torch.nn.functional.avg_pool2d(cov.flatten(0, 1), d).reshape(B, H, 1, *z.shape[-2:])
+        from dataclasses import replace
+
+        return replace(memory, rendered_latent=torch.cat([z, cov_lat], dim=2))
 
     @property
     def device(self) -> torch.device:
@@ -121,15 +173,17 @@ class WorldModel(nn.Module):
                 raise ValueError(f"ClipBatch.{name} has shape {tuple(t.shape)}, expected {shape} (1 + H = {F_} frames)")
 
     def condition(self, batch: ClipBatch) -> tuple[torch.Tensor, Conditioning]:
-        """Normalised future frames ``x0`` ``(B, H, 4, h, w)`` and the conditioning of ``batch``."""
+        """Future frames ``x0`` ``(B, H, C, h', w')`` in diffusion space and the conditioning of ``batch``."""
         self._check_clip(batch)
         dev = self.device
         rgb = batch.rgb.to(dev)
         rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
         frames = self.denoiser.normalize_frames(rgb, batch.depth.to(dev).float())
+        with torch.no_grad():  # the autoencoder is frozen once the denoiser trains
+            frames = self.encode_frames(frames)
         rel = relative_poses(torch.as_tensor(batch.poses).to(dev))
         K = torch.as_tensor(batch.K).to(dev)
-        cond = self.denoiser.condition(frames[:, 0], rel, K, batch.memory)
+        cond = self.denoiser.condition(frames[:, 0], rel, K, self.encode_memory(batch.memory))
         return frames[:, 1:], cond
 
     def training_loss(
@@ -141,7 +195,24 @@ class WorldModel(nn.Module):
         p = self.config.memory_dropout if memory_dropout is None else memory_dropout
         return self.diffusion.loss(self.denoiser, x0, cond, memory_dropout=p, generator=generator)
 
-    def forward(self, batch: ClipBatch, **kw) -> dict[str, torch.Tensor]:
+    def autoencoder_loss(self, batch: ClipBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Reconstruction loss of the autoencoder on every frame of ``batch`` (training stage ``autoencoder``)."""
+        if self.autoencoder is None:
+            raise ValueError("autoencoder_loss: this model works in pixel space (ModelConfig.autoencoder is None)")
+        self._check_clip(batch)
+        dev = self.device
+        rgb = batch.rgb.to(dev)
+        rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+        x = self.denoiser.normalize_frames(rgb.flatten(0, 1), batch.depth.to(dev).float().flatten(0, 1))
+        return self.autoencoder.loss(x, generator=generator)
+
+    def forward(self, batch: ClipBatch, objective: str = "diffusion", **kw) -> dict[str, torch.Tensor]:
+        """The training loss of ``batch``: ``objective`` ``diffusion`` (:meth:`training_loss`) or
+        ``autoencoder`` (:meth:`autoencoder_loss`), so a DDP-wrapped model trains either."""
+        if objective == "autoencoder":
+            return self.autoencoder_loss(batch, **kw)
+        if objective != "diffusion":
+            raise ValueError(f"unknown objective {objective!r}; use 'diffusion' or 'autoencoder'")
         return self.training_loss(batch, **kw)
 
     # -- generation ----------------------------------------------------------------------------
@@ -265,25 +336,30 @@ class WorldModel(nn.Module):
         Kt = self._K(K, B)
         all_poses = self._future_poses(current_pose, actions, poses, B, action_config)  # (B, 1+H, 4, 4) f64
         dev = self.device
-        frame = self.denoiser.normalize_frames(rgb.to(dev), depth.to(dev))
-        mem = memory.to(device=dev) if memory is not None else None
+        frame = self.encode_frames(self.denoiser.normalize_frames(rgb.to(dev), depth.to(dev)))
+        mem = self.encode_memory(memory.to(device=dev)) if memory is not None else None
         cond = self.denoiser.condition(frame, relative_poses(all_poses.to(dev)), Kt.to(dev), mem)
         x = self.diffusion.sample(self.denoiser, cond, steps=steps, guidance_scale=guidance_scale, generator=generator)
-        out_rgb, out_depth = self.denoiser.denormalize_frames(x.float())
+        x = self.decode_frames(x.float()).clamp(-1.0, 1.0)
+        out_rgb, out_depth = self.denoiser.denormalize_frames(x)
         out_rgb = out_rgb.permute(0, 1, 3, 4, 2)
         if rgb_uint8:
             out_rgb = (out_rgb * 255.0).round().to(torch.uint8)
         return Generation(out_rgb.cpu(), out_depth.cpu(), all_poses[:, 1:].clone())
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_pretrained(self, directory) -> Path:
+    def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each file is written
-        to a temporary file in the same directory and renamed, so a crash never leaves a torn file)."""
+        to a temporary file in the same directory and renamed, so a crash never leaves a torn file).
+        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that type to halve the file
+        (the shipped model); :meth:`from_pretrained` loads them back into the model's fp32."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".safetensors.tmp", dir=d)
         os.close(fd)
@@ -302,6 +378,27 @@ class WorldModel(nn.Module):
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return d
+
+    def save_reader(self, directory, dtype: torch.dtype | None = None) -> Path:
+        """Write only this model's memory reader to ``directory/readers/<reader>.safetensors``, so a
+        model directory can carry several readers over one shared (stage-1, frozen) backbone;
+        ``from_pretrained(directory, reader=...)`` picks them up. Atomic like :meth:`save_pretrained`."""
+        from safetensors.torch import save_file
+
+        d = Path(directory) / READERS_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k.startswith(READER_PREFIX)}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        fd, tmp = tempfile.mkstemp(prefix=".reader-", suffix=".safetensors.tmp", dir=d)
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": FORMAT, "reader": self.config.reader})
+            os.replace(tmp, d / f"{self.config.reader}.safetensors")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return d / f"{self.config.reader}.safetensors"
 
     @staticmethod
     def load_config(directory) -> ModelConfig:
@@ -332,8 +429,10 @@ class WorldModel(nn.Module):
         """Load a checkpoint written by :meth:`save_pretrained`.
 
         ``reader`` switches the memory reader: the backbone is loaded (strictly) and the new
-        reader starts from its zero-gated initialisation, i.e. from exactly the stage-1 model
-        (§3.4, stage 2). Otherwise every tensor must match.
+        reader comes from ``readers/<reader>.safetensors`` when the directory has it (written by
+        :meth:`save_reader`: stage-2 weights of another reader trained on the same frozen
+        backbone), else starts from its zero-gated initialisation, i.e. from exactly the stage-1
+        model (§3.4, stage 2). Otherwise every tensor must match.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -352,9 +451,20 @@ class WorldModel(nn.Module):
             raise ValueError(f"{path}: cannot read the weights: {e}") from e
         model = cls(cfg)
         own = model.state_dict()
+        adapter = d / READERS_DIR / f"{cfg.reader}.safetensors"
+        if switch and adapter.is_file():  # trained memory blocks of another reader over the same backbone
+            try:
+                extra = load_file(str(adapter), device=str(map_location))
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"{adapter}: cannot read the reader weights: {e}") from e
+            want = {k for k in own if k.startswith(READER_PREFIX)}
+            if set(extra) != want or any(tuple(extra[k].shape) != tuple(own[k].shape) for k in want):
+                raise ValueError(f"{adapter}: does not hold the {cfg.reader!r} reader of this model's architecture")
+            state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)} | extra
+            switch = False
         if switch:
-            state = {k: v for k, v in state.items() if not k.startswith("denoiser.reader.")}
-            own = {k: v for k, v in own.items() if not k.startswith("denoiser.reader.")}
+            state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)}
+            own = {k: v for k, v in own.items() if not k.startswith(READER_PREFIX)}
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))

@@ -22,7 +22,7 @@ from typing import Any
 
 from pewm.model.memory_input import MemoryBuildConfig
 
-STAGES = ("backbone", "memory")
+STAGES = ("autoencoder", "backbone", "memory")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -31,8 +31,9 @@ LR_SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     """Everything a training run needs; saved resolved as ``RUN/config.json``.
 
-    ``stage``: ``backbone`` (stage 1: backbone trained, memory empty) or ``memory`` (stage 2: the
-    backbone frozen, memory blocks trained, from ``init``). ``batch_size`` is per process and per
+    ``stage``: ``autoencoder`` (stage 0 of latent-space models: the RGB-D autoencoder),
+    ``backbone`` (stage 1: backbone trained, memory empty; from the stage-0 run for latent models)
+    or ``memory`` (stage 2: the backbone frozen, memory blocks trained, from ``init``). ``batch_size`` is per process and per
     micro-batch; the effective batch is ``batch_size * grad_accum * world_size``.
     ``model_overrides``: fields of :class:`~pewm.model.ModelConfig` over the preset.
     """

@@ -1,5 +1,9 @@
 """The two-stage training loop (§4 "Training" of arXiv 2505.05495).
 
+* Stage 0 (``stage="autoencoder"``, latent-space models only, e.g. the ``tiny`` preset): the RGB-D
+  autoencoder (:mod:`pewm.model.autoencoder`) is trained on the clips' frames; its latent
+  statistics are calibrated at every checkpoint and at the end. Stage 1 then starts from it
+  (``init``) with the autoencoder frozen.
 * Stage 1 (``stage="backbone"``): the whole backbone is trained on navigation clips with an empty
   memory; the memory reader is frozen (it stays at its zero-gated initialisation).
 * Stage 2 (``stage="memory"``): the model is loaded from a stage-1 run (``init``) with
@@ -181,15 +185,26 @@ class Trainer:
         else:
             model = WorldModel(self.model_cfg)
         model.to(self.device)
-        stage1 = cfg.stage == "backbone"
-        for p in model.memory_parameters():
-            p.requires_grad_(not stage1)
-        for p in model.backbone_parameters():
-            p.requires_grad_(stage1)
-        model.denoiser.run_memory_blocks = not stage1  # exact: the memory gates stay 0 in stage 1
+        ae_stage, stage1 = cfg.stage == "autoencoder", cfg.stage == "backbone"
+        if ae_stage and model.autoencoder is None:
+            raise ValueError(
+                f"--stage autoencoder: model preset {cfg.preset!r} works in pixel space and has no autoencoder "
+                "(set ModelConfig.autoencoder, as the tiny preset does)"
+            )
+        if stage1 and model.autoencoder is not None and not cfg.init:
+            raise ValueError(
+                "--stage backbone: this model diffuses autoencoder latents; train the autoencoder first "
+                "(--stage autoencoder) and pass that run as --init"
+            )
+        model.requires_grad_(False)
+        group = model.autoencoder_parameters() if ae_stage else (
+            model.backbone_parameters() if stage1 else model.memory_parameters())
+        for p in group:
+            p.requires_grad_(True)
+        model.denoiser.run_memory_blocks = cfg.stage == "memory"  # exact: the memory gates stay 0 before
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.builder = None if stage1 else MemoryBuilder(self.model_cfg, cfg.memory)
+        self.builder = MemoryBuilder(self.model_cfg, cfg.memory) if cfg.stage == "memory" else None
         self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
@@ -215,6 +230,16 @@ class Trainer:
         D.barrier(info)
         self.sample_clip = self.sampler.sample(np.random.default_rng([cfg.seed, 424242])) if info.is_main else None
 
+    # -- autoencoder stage -----------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate_latents(self, clips: int = 32) -> None:
+        """Set the autoencoder's latent mean/std (model and EMA) from ``clips`` fixed clips' frames."""
+        rng = np.random.default_rng([self.cfg.seed, 777])
+        batch = collate_clips([self.sampler.sample(rng) for _ in range(clips)], self.model_cfg)
+        rgb = batch.rgb.float().flatten(0, 1) / 255.0
+        x = self.model.denoiser.normalize_frames(rgb, batch.depth.float().flatten(0, 1))
+        for m in (self.model, self.ema.model):
+            m.autoencoder.calibrate(x.to(self.device))
     def _truncate_metrics(self) -> None:
         """Drop metric lines past the restored step (written after the last checkpoint of a crashed run)."""
         path = self.out / METRICS_NAME
@@ -226,6 +251,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (collective under DDP; rank 0 writes)."""
+        if self.cfg.stage == "autoencoder":
+            self.calibrate_latents()
         rngs = D.gather_objects(_rng_state(self.data_rng, self.loss_gen), self.dist)
         path = None
         if self.dist.is_main:
@@ -279,16 +306,18 @@ class Trainer:
         gen = self.loss_gen if generator is None else generator
         self.ddp.train()
         n = len(batches)
-        sums = {"loss": 0.0, "loss_rgb": 0.0, "loss_depth": 0.0}
+        sums: dict[str, float] = {}
+        kw = {"objective": "autoencoder"} if self.cfg.stage == "autoencoder" else {
+            "memory_dropout": self.model_cfg.memory_dropout}
         for i, b in enumerate(batches):
             sync = i == n - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx:
                 with self.autocast():
-                    out = self.ddp(b, generator=gen, memory_dropout=self.model_cfg.memory_dropout)
+                    out = self.ddp(b, generator=gen, **kw)
                 (out["loss"] / n).backward()
-            for k in sums:
-                sums[k] += float(out[k].detach()) / n
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / n
         if self.cfg.grad_clip is not None:
             gn = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.grad_clip))
         else:
@@ -316,13 +345,20 @@ class Trainer:
 
             mem = clip_memory(clip, self.builder)
         m = self.ema.model
-        g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 17)
-        with self.autocast():
-            gen = m.generate(rgb[0].permute(1, 2, 0)[None], depth[0][None], poses[0][None], K, poses=poses[1:][None],
-                             memory=mem, steps=self.cfg.sample_steps, generator=g)
         gt_rgb = rgb.permute(0, 2, 3, 1).numpy()
-        gen_rgb = np.concatenate([gt_rgb[:1], gen.rgb[0].numpy()])
-        gen_depth = np.concatenate([depth[:1].numpy(), gen.depth[0].numpy()])
+        if self.cfg.stage == "autoencoder":  # ground truth | reconstruction
+            with torch.no_grad():
+                x = m.denoiser.normalize_frames(rgb.float().to(m.device) / 255.0, depth.float().to(m.device))
+                rec_rgb, rec_depth = m.denoiser.denormalize_frames(m.decode_frames(m.encode_frames(x)).clamp(-1, 1))
+            gen_rgb = (rec_rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            gen_depth = rec_depth.cpu().numpy()
+        else:
+            g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 17)
+            with self.autocast():
+                gen = m.generate(rgb[0].permute(1, 2, 0)[None], depth[0][None], poses[0][None], K,
+                                 poses=poses[1:][None], memory=mem, steps=self.cfg.sample_steps, generator=g)
+            gen_rgb = np.concatenate([gt_rgb[:1], gen.rgb[0].numpy()])
+            gen_depth = np.concatenate([depth[:1].numpy(), gen.depth[0].numpy()])
         dmax = float(cfg.depth_max) if not np.isfinite(depth.numpy()).all() else max(float(depth.max()), 1e-3)
         size = max(128, cfg.image_height)
         frames = []
@@ -330,7 +366,7 @@ class Trainer:
             tag = "current" if t == 0 else f"t+{t}"
             panels = [
                 label(resize_nearest(gt_rgb[t], size), f"GT {tag}"),
-                label(resize_nearest(gen_rgb[t], size), "generated"),
+                label(resize_nearest(gen_rgb[t], size), "reconstructed" if self.cfg.stage == "autoencoder" else "generated"),
                 label(resize_nearest(colorize_depth(depth[t].numpy(), dmax), size), "GT depth"),
                 label(resize_nearest(colorize_depth(gen_depth[t], dmax), size), "gen depth"),
             ]
@@ -377,7 +413,8 @@ class Trainer:
                     if info.is_main:
                         n_samples = cfg.batch_size * cfg.grad_accum * info.world_size
                         rec = {"step": self.step, **{k: means[k] for k in (
-                            "loss", "loss_rgb", "loss_depth", "lr", "grad_norm", "seconds", "revisit_share")},
+                            "loss", "loss_rgb", "loss_depth", "psnr_rgb", "lr", "grad_norm", "seconds", "revisit_share")
+                            if k in means},
                             "samples_per_s": n_samples / max(means["seconds"], 1e-9),
                             "elapsed": time.perf_counter() - t_start}
                         with open(self.out / METRICS_NAME, "a") as f:
@@ -387,6 +424,8 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or last:
                     self.save_checkpoint()
             if info.is_main:
+                if cfg.stage == "autoencoder":
+                    self.calibrate_latents()
                 result.model_dir = self.ema.model.save_pretrained(self.out / "model")
             D.barrier(info)
         finally:

@@ -1,0 +1,41 @@
+"""``pewm demo``: the persistent memory at work in one command (see :mod:`pewm.demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HELP = """Imagine a walk in an unseen house with and without the persistent 3D memory.
+
+The agent looks around once at its start position (ground truth), then the world model imagines
+an out-and-back walk twice: with the persistent map (every generated chunk fused and read back)
+and with an empty memory. Writes OUT/demo.mp4 (ground truth | with memory | without memory |
+top-down view of the map growing) and OUT/summary.json, and prints PSNR / depth AbsRel against
+the ground truth on revisit frames (seen in the look-around) and novel frames.
+
+\b
+Uses the model shipped with pewm unless --model is given. About a minute on a 2-core CPU.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo", help=HELP)
+    def demo_command(
+        out: Path = typer.Option(Path("demo"), "--out", "-o", help="output directory"),
+        seed: int = typer.Option(0, help="which unseen house (and start pose, walk and sampling noise)"),
+        steps: int = typer.Option(128, help="actions of the imagined walk (8 frames per generated chunk)"),
+        look_around: int = typer.Option(
+            24, help="ground-truth 15-degree turns at the start that fill the memory (24 = a full turn; 0 = none)"
+        ),
+        sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
+        model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    ) -> None:
+        from pewm.cli.common import user_errors
+        from pewm.demo import DemoConfig, run_demo
+
+        with user_errors():
+            run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around,
+                                sampling_steps=sampling_steps, model=str(model) if model else None, threads=threads))

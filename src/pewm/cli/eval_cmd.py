@@ -1,0 +1,77 @@
+"""``pewm eval``: the generation benchmark of the paper's Table 1 (see :mod:`pewm.eval.benchmark`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+HELP = """Benchmark memory modes on held-out houses, as in the paper's Table 1.
+
+For every episode of --split, the memory is built from the ground-truth frames before a cut point
+(chosen so the following frames revisit much of what was seen), the model rolls out --horizon
+frames with the ground-truth actions, and every frame is scored against the ground truth (PSNR,
+SSIM, depth AbsRel and delta<1.25, scene-revisit consistency), separately for revisit frames
+(mostly seen before the cut) and novel frames, as mean +- std over --seeds sampling seeds.
+
+\b
+Writes OUT/results.json, OUT/results.md, OUT/psnr_vs_step.png and OUT/videos/*.mp4.
+\b
+Examples:
+  pewm data generate --out test_houses --houses 40 --episodes-per-house 1 --steps 200 --seed 7
+  pewm eval --data test_houses --split all --out eval            # shipped model: voxel-render vs none
+  pewm eval --data test_houses --memory voxel-xattn,none --mode-model voxel-xattn=runs/s2_xattn
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval", help=HELP, no_args_is_help=True)
+    def eval_command(
+        data: Path = typer.Option(..., "--data", "-d", help="dataset directory (pewm data format)"),
+        out: Path = typer.Option(Path("eval"), "--out", "-o", help="output directory"),
+        model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
+        memory: str = typer.Option(
+            None, help="comma-separated memory modes: voxel-xattn, frames, voxel-render, none "
+                       "[the model's reader and none]"
+        ),
+        mode_model: List[str] = typer.Option(
+            [], "--mode-model", help="MODE=DIR: a model (stage-2 run) for a memory mode; repeatable"
+        ),
+        seeds: int = typer.Option(3, help="sampling seeds (mean and std are over seeds)"),
+        split: str = typer.Option("test", help="dataset split: test | val | train | all"),
+        horizon: int = typer.Option(32, help="frames generated after the cut point"),
+        min_history: int = typer.Option(64, help="ground-truth frames before the earliest cut point"),
+        max_episodes: Optional[int] = typer.Option(None, help="evaluate only the first N episodes of the split"),
+        batch: int = typer.Option(8, help="rollouts generated together"),
+        sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
+        dinov2_weights: Optional[Path] = typer.Option(
+            None, help="local DINOv2 weights directory for SRC features [fallback: colour-layout features]"
+        ),
+        videos: int = typer.Option(4, help="side-by-side videos written (first N episodes, seed 0)"),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    ) -> None:
+        from pewm.cli.common import user_errors
+
+        with user_errors():
+            from pewm.assets import load_model
+            from pewm.eval.benchmark import BenchmarkConfig, run_benchmark
+
+            models = {}
+            for item in mode_model:
+                if "=" not in item:
+                    raise ValueError(f"--mode-model {item!r}: expected MODE=DIR")
+                k, v = item.split("=", 1)
+                models[k.strip()] = v.strip()
+            if memory is None:
+                modes = (load_model(model).config.reader, "none")
+                modes = tuple(dict.fromkeys(modes))
+            else:
+                modes = tuple(m.strip() for m in memory.split(",") if m.strip())
+            cfg = BenchmarkConfig(
+                data=str(data), out=str(out), model=str(model) if model else None, modes=modes, mode_models=models,
+                seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
+                batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
+                videos=videos, threads=threads,
+            )
+            run_benchmark(cfg)

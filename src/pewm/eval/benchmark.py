@@ -1,0 +1,288 @@
+"""The generation benchmark of the paper's Table 1 (§4 "Evaluation"), on held-out houses.
+
+Protocol (:func:`run_benchmark`; the command is ``pewm eval``):
+
+1. For every episode of the split (test houses by default), choose the **cut point**: among the
+   candidates ``t = 64, 72, ...`` (a full chunk of history at least, and room for the horizon),
+   the one whose next ``horizon`` ground-truth frames were observed most by the frames up to
+   ``t`` (revisit-rich, as the paper's trajectories; the same cut for every memory mode and seed).
+2. Build each memory mode's memory from the ground-truth history ``[0, t]`` (the paper: "the map
+   is built from the ground-truth past frames"), then roll the model out from frame ``t`` with the
+   ground-truth actions for ``horizon`` frames (Algorithm 1: generated chunks are fused).
+3. Score every generated frame against the ground truth: PSNR, SSIM, depth AbsRel and δ<1.25, and
+   scene-revisit consistency (SRC: cosine similarity of global image features between the
+   generated frame and the ground-truth history frame of its first visit, when there is one).
+4. Classify every frame as **revisit** (at least ``revisit_threshold`` of its view observed in
+   ``[0, t]``) or **novel**; report each metric on revisit / novel / all frames as mean ± std over
+   sampling seeds.
+
+Memory modes are named as on the command line: ``voxel-xattn``, ``frames``, ``voxel-render``
+(each needs a model whose reader it is: the main model, a ``--mode-model MODE=DIR``, or reader
+weights shipped beside the main model) and ``none`` (the main model with an empty memory, the
+paper's protocol for its no-memory baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
+from pewm.eval.revisit import classify, observed_fraction
+
+MODES = ("voxel-xattn", "frames", "voxel-render", "none")
+
+
+@dataclass
+class BenchmarkConfig:
+    data: str = ""
+    out: str = "eval"
+    model: str | None = None
+    modes: tuple[str, ...] = ("voxel-render", "none")
+    mode_models: dict = field(default_factory=dict)
+    seeds: int = 3
+    split: str = "test"
+    horizon: int = 32
+    min_history: int = 64
+    max_episodes: int | None = None
+    batch: int = 8
+    sampling_steps: int | None = None
+    revisit_threshold: float = 0.5
+    dinov2_weights: str | None = None
+    videos: int = 4
+    threads: int | None = None
+
+    def validate(self) -> "BenchmarkConfig":
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"--memory: unknown mode(s) {bad}; choose from {MODES}")
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"--memory: a mode is listed twice: {list(self.modes)}")
+        for k in self.mode_models:
+            if k not in MODES or k == "none":
+                raise ValueError(f"--mode-model: {k!r} is not a memory mode with its own model ({MODES[:3]})")
+        if self.seeds < 1 or self.horizon < 1 or self.batch < 1 or self.min_history < 1:
+            raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
+        if self.split not in ("train", "val", "test", "all"):
+            raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
+        return self
+
+
+@dataclass
+class EvalEpisode:
+    index: int
+    cut: int
+    frames_rgb: np.ndarray  # (T+1, h, w, 3) whole episode
+    frames_depth: np.ndarray
+    poses: np.ndarray
+    actions: np.ndarray
+    K: np.ndarray
+    revisit: np.ndarray  # (horizon,) bool for frames cut+1 .. cut+horizon
+    observed: np.ndarray  # (horizon,) fraction
+
+
+def choose_cut(depth, poses, K, horizon: int, min_history: int, step: int = 8) -> tuple[int, np.ndarray]:
+    """The cut ``t`` (multiple of ``step`` in ``[min_history, T - horizon]``) whose next ``horizon``
+    frames were observed most by frames ``[0, t]``; returns ``(t, observed fraction of those frames)``."""
+    T = len(depth) - 1
+    cands = list(range(min_history, T - horizon + 1, step))
+    if not cands:
+        raise ValueError(f"episode of {T + 1} frames is too short for --min-history {min_history} + --horizon {horizon}")
+    best = None
+    for t in cands:
+        frac = observed_fraction(depth[t + 1:t + 1 + horizon], poses[t + 1:t + 1 + horizon], K,
+                                 depth[:t + 1:2], poses[:t + 1:2], K, stride=4)
+        score = float(np.nanmean(frac)) if np.isfinite(frac).any() else -1.0
+        if best is None or score > best[0]:
+            best = (score, t, frac)
+    return best[1], best[2]
+
+
+def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
+    from pewm.data import open_dataset
+    from pewm.model.memory_input import resize_depth, resize_rgb, scale_intrinsics
+
+    ds = open_dataset(cfg.data)
+    paths = ds.episode_paths(None if cfg.split == "all" else cfg.split)
+    if cfg.max_episodes is not None:
+        paths = paths[: cfg.max_episodes]
+    if not paths:
+        raise ValueError(f"{cfg.data}: no episodes in split {cfg.split!r}")
+    out = []
+    for i, p in enumerate(paths):
+        ep = ds.read(p)
+        rgb, depth = np.asarray(ep.rgb), np.asarray(ep.depth, dtype=np.float32)
+        K = np.asarray(ep.intrinsics.matrix, dtype=np.float64)
+        if depth.shape[-2:] != (resolution, resolution):
+            src = depth.shape[-2:]
+            rgb = (resize_rgb(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, resolution, resolution)
+                   .permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
+            depth = resize_depth(torch.from_numpy(depth), resolution, resolution).numpy()
+            K = np.asarray(scale_intrinsics(K, src, (resolution, resolution)), dtype=np.float64)
+        if ep.actions is None:
+            raise ValueError(f"{p}: episode has no actions; the benchmark replays the ground-truth actions")
+        cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history)
+        frac = observed_fraction(depth[cut + 1:cut + 1 + cfg.horizon], np.asarray(ep.poses)[cut + 1:cut + 1 + cfg.horizon],
+                                 K, depth[:cut + 1], np.asarray(ep.poses)[:cut + 1], K)
+        out.append(EvalEpisode(i, cut, rgb, depth, np.asarray(ep.poses, dtype=np.float64),
+                               np.asarray(ep.actions, dtype=np.int64), K,
+                               classify(frac, cfg.revisit_threshold), np.asarray(frac)))
+    return out
+
+
+def model_for_mode(mode: str, cfg: BenchmarkConfig, main):
+    """The model that evaluates ``mode`` (see the module docstring)."""
+    from pewm.assets import load_model, resolve_model_path
+
+    if mode in cfg.mode_models:
+        m = load_model(cfg.mode_models[mode])
+        if m.config.reader != mode:
+            raise ValueError(f"--mode-model {mode}={cfg.mode_models[mode]}: that model's reader is {m.config.reader!r}")
+        return m
+    if mode == "none" or main.config.reader == mode:
+        return main
+    path = resolve_model_path(cfg.model)
+    if (path / "readers" / f"{mode}.safetensors").is_file():
+        return load_model(path, reader=mode)
+    raise ValueError(
+        f"memory mode {mode!r}: the model {path} has reader {main.config.reader!r} and no {mode} reader weights; "
+        f"pass --mode-model {mode}=RUN (a stage-2 run trained with --reader {mode})"
+    )
+
+
+def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkConfig, seed: int, progress=None,
+                 task=None) -> list[dict]:
+    """Generated frames ``(horizon, ...)`` of every episode for one mode and seed."""
+    from pewm.model.memory_input import MemoryBuilder
+    from pewm.rollout import RolloutMemory, rollout
+
+    mcfg = model.config if mode != "none" else model.config
+    builder = MemoryBuilder(mcfg)
+    out = []
+    for b0 in range(0, len(episodes), cfg.batch):
+        eps = episodes[b0:b0 + cfg.batch]
+        mems = []
+        for e in eps:
+            if mode == "none":
+                mems.append(RolloutMemory(builder))
+            else:
+                c = e.cut
+                mems.append(RolloutMemory.from_frames(builder, e.frames_rgb[:c + 1], e.frames_depth[:c + 1],
+                                                      e.poses[:c + 1], e.K))
+        rgb = torch.from_numpy(np.stack([e.frames_rgb[e.cut] for e in eps]))
+        depth = torch.from_numpy(np.stack([e.frames_depth[e.cut] for e in eps])).float()
+        pose = np.stack([e.poses[e.cut] for e in eps])
+        K = np.stack([e.K for e in eps])
+        acts = np.stack([e.actions[e.cut:e.cut + cfg.horizon] for e in eps])
+        g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
+        res = rollout(model, rgb, depth, pose, K, acts, memories=mems, fuse_start=False,
+                      fuse_generated=mode != "none", steps=cfg.sampling_steps, generator=g)
+        for j in range(len(eps)):
+            out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})
+        if progress is not None:
+            progress.advance(task, len(eps))
+    return out
+
+
+def _src_features(cfg: BenchmarkConfig):
+    if cfg.dinov2_weights:
+        return DinoV2GlobalFeatures(cfg.dinov2_weights)
+    return ColorLayoutFeatures()
+
+
+def score(episodes, generated, feats) -> tuple[dict, list[np.ndarray]]:
+    """Per-frame metrics (concatenated over episodes) and the per-episode PSNR curves."""
+    per = {k: [] for k in METRICS}
+    curves = []
+    for e, g in zip(episodes, generated):
+        c, n = e.cut, len(g["rgb"])
+        gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
+        m = frame_metrics(g["rgb"], gt_rgb, g["depth"], gt_depth)
+        for k in ("psnr", "ssim", "absrel", "delta1"):
+            per[k].append(m[k])
+        curves.append(m["psnr"])
+        poses = e.poses[: c + 1 + n]
+        match = match_first_visits(poses, c + 1)[c + 1:]
+        src = np.full(n, np.nan)
+        has = match >= 0
+        if has.any():
+            fg = feats(g["rgb"][has])
+            fh = feats(e.frames_rgb[match[has]])
+            num = (fg * fh).sum(-1)
+            den = np.linalg.norm(fg, axis=-1) * np.linalg.norm(fh, axis=-1)
+            src[has] = num / np.maximum(den, 1e-12)
+        per["src"].append(src)
+    return {k: np.concatenate(v) for k, v in per.items()}, curves
+
+
+def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
+    """Run the benchmark (module docstring) and write ``results.json``, ``results.md``, the PSNR
+    plot and side-by-side videos into ``cfg.out``; returns the aggregated results."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from pewm.assets import load_model, resolve_model_path
+    from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
+
+    cfg.validate()
+    console = console or Console(stderr=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    main = load_model(cfg.model)
+    res = main.config.image_height
+    models = {m: model_for_mode(m, cfg, main) for m in cfg.modes}
+    with console.status("reading episodes and choosing cut points"):
+        episodes = load_episodes(cfg, res)
+    n_rev = int(sum(e.revisit.sum() for e in episodes))
+    n_all = sum(len(e.revisit) for e in episodes)
+    console.print(f"{len(episodes)} episodes ({cfg.split}), horizon {cfg.horizon}: {n_rev} revisit / "
+                  f"{n_all - n_rev} novel frames per seed")
+    feats = _src_features(cfg)
+    per_seed, masks, curves, first = [], [], {m: [] for m in cfg.modes}, {}
+    revisit = np.concatenate([e.revisit for e in episodes])
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*cols, console=console) as progress:
+        for s in range(cfg.seeds):
+            by_mode = {}
+            for mode in cfg.modes:
+                task = progress.add_task(f"seed {s} {mode:<12}", total=len(episodes))
+                gen = rollout_mode(models[mode], mode, episodes, cfg, s, progress, task)
+                by_mode[mode], c = score(episodes, gen, feats)
+                curves[mode] += c
+                if s == 0:
+                    first[mode] = gen
+            per_seed.append(by_mode)
+            masks.append(revisit)
+    results = aggregate(per_seed, masks)
+    meta = {
+        "dataset": str(cfg.data), "split": cfg.split, "episodes": len(episodes), "seeds": cfg.seeds,
+        "horizon": cfg.horizon, "revisit_frames": n_rev, "novel_frames": n_all - n_rev,
+        "src_features": feats.name, "model": str(resolve_model_path(cfg.model)),
+        "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
+        "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
+        "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
+    }
+    meta["seconds"] = time.perf_counter() - t0
+    write_results_json(out / "results.json", results, meta)
+    write_results_md(out / "results.md", results, meta)
+    steps = np.arange(1, cfg.horizon + 1)
+    plot_psnr_vs_step(out / "psnr_vs_step.png", {
+        m: (steps, np.mean(np.stack(c), 0), np.std(np.stack(c), 0)) for m, c in curves.items() if c})
+    for j, e in enumerate(episodes[: cfg.videos]):
+        gt = e.frames_rgb[e.cut + 1:e.cut + 1 + cfg.horizon]
+        side_by_side_video(out / "videos" / f"episode_{e.index:03d}.mp4", gt, {m: first[m][j]["rgb"] for m in cfg.modes},
+                           frame_tags=["revisit" if r else "novel" for r in e.revisit])
+    console.print((out / "results.md").read_text())
+    return json.loads((out / "results.json").read_text())
+
+
+__all__ = ["BenchmarkConfig", "MODES", "choose_cut", "load_episodes", "model_for_mode", "run_benchmark", "score"]

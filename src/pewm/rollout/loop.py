@@ -1,0 +1,321 @@
+"""The persistent generation loop: Algorithm 1 of arXiv 2505.05495, batched over rollouts.
+
+Algorithm 1 (§3.3): start from an observed RGB-D frame and a (possibly empty) 3D map; repeat: read
+the map for the next ``H`` camera poses, generate ``H`` RGB-D frames conditioned on the current
+frame, the actions and the memory, then unproject the generated RGB-D at its poses and fuse it
+into the map; continue from the last generated frame. Each rollout has its own
+:class:`~pewm.rollout.memory_state.RolloutMemory`; the ``B`` rollouts of a batch share one
+``WorldModel.generate`` call per chunk.
+
+``T`` actions need ``ceil(T / H)`` chunks. The last chunk, when partial, is padded with "stay"
+poses (its last real pose repeated; a blocked forward move looks exactly like that in the training
+data); the frames of the padding are discarded and never fused. Convention: ``actions[t]`` moves
+frame ``t`` to frame ``t + 1``; frame 0 of the result is the start frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pewm.geometry import Action, ActionConfig, Intrinsics, check_pose, poses_from_actions
+from pewm.model.memory_input import MemoryBuilder, stack_memory
+from pewm.model.world_model import WorldModel
+from pewm.rollout.memory_state import RolloutMemory
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+# -- input checks (each error names its argument) -------------------------------------------------
+
+
+def check_start(model: WorldModel, rgb, depth, pose) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Start frames as ``rgb`` ``(B, h, w, 3)`` uint8, ``depth`` ``(B, h, w)`` float32 (CPU tensors)
+    and ``pose`` ``(B, 4, 4)`` float64; unbatched single frames get a batch axis."""
+    cfg = model.config
+    h, w = cfg.image_height, cfg.image_width
+    r = torch.as_tensor(_np(rgb))
+    if r.ndim == 3:
+        r = r[None]
+    if r.ndim != 4 or r.dtype != torch.uint8 or r.shape[-1] != 3:
+        raise ValueError(f"rgb must be (B, h, w, 3) uint8, got shape {tuple(r.shape)} dtype {r.dtype}")
+    if tuple(r.shape[1:3]) != (h, w):
+        raise ValueError(f"rgb has resolution {r.shape[1]}x{r.shape[2]} (h x w), the model expects {h}x{w}")
+    B = r.shape[0]
+    d = torch.as_tensor(_np(depth), dtype=torch.float32)
+    if d.ndim == 2:
+        d = d[None]
+    if tuple(d.shape) != (B, h, w):
+        raise ValueError(f"depth has shape {tuple(d.shape)}, expected ({B}, {h}, {w}) metric z-depth (B from rgb)")
+    p = _np(pose).astype(np.float64)
+    if p.ndim == 2:
+        p = p[None]
+    if p.shape != (B, 4, 4):
+        raise ValueError(f"pose has shape {p.shape}, expected ({B}, 4, 4) camera-to-world (B from rgb)")
+    return r.contiguous(), d.contiguous(), check_pose(p, "pose")
+
+
+def check_K(model: WorldModel, K, B: int) -> np.ndarray:
+    """Intrinsics at the model's resolution as ``(B, 3, 3)`` float64."""
+    cfg = model.config
+    if isinstance(K, Intrinsics):
+        if (K.height, K.width) != (cfg.image_height, cfg.image_width):
+            raise ValueError(
+                f"K: intrinsics are for {K.height}x{K.width} images (h x w), the model generates "
+                f"{cfg.image_height}x{cfg.image_width}; use Intrinsics.scaled()"
+            )
+        K = K.matrix
+    k = _np(K).astype(np.float64)
+    if k.shape == (3, 3):
+        k = np.broadcast_to(k, (B, 3, 3))
+    if k.shape != (B, 3, 3):
+        raise ValueError(f"K has shape {k.shape}, expected (3, 3) or ({B}, 3, 3)")
+    return np.array(k, dtype=np.float64, copy=True)
+
+
+def check_actions(actions, B: int, max_len: int | None = None, name: str = "actions") -> np.ndarray:
+    """Action ids as ``(B, T)`` int64 (a ``(T,)`` sequence is used for every rollout)."""
+    a = _np(actions)
+    given = a.shape
+    if a.ndim == 1:
+        a = np.broadcast_to(a, (B, a.shape[0]))
+    if a.ndim != 2 or a.shape[0] != B or a.shape[1] < 1:
+        raise ValueError(
+            f"{name} has shape {given}, expected (B={B}, T) with T >= 1 (actions[t] moves frame t to t + 1)"
+        )
+    if max_len is not None and a.shape[1] > max_len:
+        raise ValueError(f"{name} has {a.shape[1]} actions per rollout, at most {max_len} (one chunk of H frames)")
+    try:
+        return np.ascontiguousarray(Action.check(a))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def check_memories(model: WorldModel, memories, B: int) -> list[RolloutMemory]:
+    if not isinstance(memories, (list, tuple)):
+        raise ValueError(f"memories must be a list of {B} RolloutMemory, got {type(memories).__name__}")
+    if len(memories) != B:
+        raise ValueError(f"memories has {len(memories)} entries, expected one per rollout (B={B})")
+    for i, m in enumerate(memories):
+        if not isinstance(m, RolloutMemory):
+            raise ValueError(f"memories[{i}] is a {type(m).__name__}, expected a RolloutMemory")
+        if m.reader != model.config.reader:
+            raise ValueError(f"memories[{i}] is for reader {m.reader!r}, the model reads {model.config.reader!r}")
+    if len({id(m) for m in memories}) != B:
+        raise ValueError("memories: the same RolloutMemory appears twice; use memory.copy() for each rollout")
+    return list(memories)
+
+
+# -- one chunk --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkOutput:
+    """The kept frames of one chunk: ``rgb`` ``(B, k, h, w, 3)`` uint8, ``depth`` ``(B, k, h, w)``,
+    ``poses`` ``(B, k, 4, 4)`` float64, and the seconds spent reading memory, generating and fusing."""
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    poses: torch.Tensor
+    read_seconds: float
+    generate_seconds: float
+    fuse_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.read_seconds + self.generate_seconds + self.fuse_seconds
+
+
+def chunk_poses(pose: np.ndarray, actions: np.ndarray, H: int, action_config: ActionConfig) -> np.ndarray:
+    """``(B, H, 4, 4)`` future poses of ``actions`` ``(B, k)`` (``k <= H``) from ``pose`` ``(B, 4, 4)``;
+    the ``H - k`` padding poses repeat the last real pose ("stay")."""
+    B, k = actions.shape
+    out = np.empty((B, H, 4, 4))
+    for b in range(B):
+        out[b, :k] = poses_from_actions(pose[b], actions[b], action_config)[1:]
+    out[:, k:] = out[:, k - 1 : k]
+    return out
+
+
+def generate_chunk(
+    model: WorldModel,
+    rgb: torch.Tensor,
+    depth: torch.Tensor,
+    pose: np.ndarray,
+    K: np.ndarray,
+    actions: np.ndarray,
+    memories: list[RolloutMemory],
+    *,
+    fuse: bool = True,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    generator: torch.Generator | None = None,
+    action_config: ActionConfig = ActionConfig(),
+) -> ChunkOutput:
+    """One iteration of Algorithm 1 for ``B`` rollouts (inputs already checked, see :func:`rollout`).
+
+    ``actions`` ``(B, k)`` with ``1 <= k <= H``: the chunk's future poses come from the current
+    ``pose`` by ``poses_from_actions`` (padded to ``H`` by repeating the last one); each memory is
+    read for those targets, the model generates ``H`` frames, the first ``k`` are kept and (when
+    ``fuse``) fused into their rollout's memory.
+    """
+    H = model.config.frames
+    B, k = actions.shape
+    if not 1 <= k <= H:
+        raise ValueError(f"actions: a chunk takes 1 to H={H} actions per rollout, got {k}")
+    fut = chunk_poses(pose, actions, H, action_config)
+    t0 = time.perf_counter()
+    mem = None
+    if model.config.reader != "none":
+        mem = stack_memory([m.read(pose[b], fut[b], K=K[b]) for b, m in enumerate(memories)])
+    t1 = time.perf_counter()
+    gen = model.generate(rgb, depth, pose, torch.from_numpy(K).float(), poses=fut, memory=mem, steps=steps,
+                         guidance_scale=guidance_scale, generator=generator)
+    t2 = time.perf_counter()
+    out_rgb, out_depth, out_poses = gen.rgb[:, :k], gen.depth[:, :k], gen.poses[:, :k]
+    if fuse:
+        for b, m in enumerate(memories):
+            m.add(out_rgb[b], out_depth[b], out_poses[b], K[b])
+    t3 = time.perf_counter()
+    return ChunkOutput(out_rgb, out_depth, out_poses, t1 - t0, t2 - t1, t3 - t2)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RolloutResult:
+    """``B`` imagined rollouts of ``T`` actions (frame 0 = the start frame).
+
+    ``rgb`` ``(B, T + 1, h, w, 3)`` uint8, ``depth`` ``(B, T + 1, h, w)`` float32 metres, ``poses``
+    ``(B, T + 1, 4, 4)`` float64 camera-to-world, ``actions`` ``(B, T)``; per chunk:
+    ``chunk_seconds`` (read + generate + fuse), ``generate_seconds``, ``memory_seconds`` (read +
+    fuse), ``memory_sizes[c][b]`` = ``len(memories[b])`` after chunk ``c``; ``start_memory_sizes``
+    after fusing the start frame; ``memories`` the updated memories.
+    """
+
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    poses: torch.Tensor
+    actions: np.ndarray
+    chunk_seconds: list[float] = field(default_factory=list)
+    generate_seconds: list[float] = field(default_factory=list)
+    memory_seconds: list[float] = field(default_factory=list)
+    memory_sizes: list[list[int]] = field(default_factory=list)
+    start_memory_sizes: list[int] = field(default_factory=list)
+    memories: list[RolloutMemory] = field(default_factory=list)
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_seconds)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("rollout chunks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+
+def rollout(
+    model: WorldModel,
+    rgb,
+    depth,
+    pose,
+    K,
+    actions,
+    memories: list[RolloutMemory] | None = None,
+    *,
+    builder: MemoryBuilder | None = None,
+    fuse_start: bool = True,
+    fuse_generated: bool = True,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    generator: torch.Generator | None = None,
+    action_config: ActionConfig = ActionConfig(),
+    progress: bool = False,
+) -> RolloutResult:
+    """Roll the world model out for ``T`` actions with a persistent memory (Algorithm 1, §3.3).
+
+    ``rgb`` ``(B, h, w, 3)`` uint8, ``depth`` ``(B, h, w)`` metres, ``pose`` ``(B, 4, 4)``
+    camera-to-world: the start frames at the model's resolution (a single unbatched frame is
+    accepted); ``K`` :class:`Intrinsics`, ``(3, 3)`` or ``(B, 3, 3)`` at that resolution;
+    ``actions`` ``(B, T)`` (or ``(T,)`` for every rollout), any ``T >= 1``.
+
+    ``memories``: one :class:`RolloutMemory` per rollout, updated in place (pass ``m.copy()`` to
+    keep one); None = empty memories from ``builder`` (default ``MemoryBuilder(model.config)``).
+    ``fuse_start`` fuses the start frame before the first chunk; ``fuse_generated=False`` is the
+    ablation where the map is never updated by generated frames. ``steps`` (DDIM),
+    ``guidance_scale`` and ``generator`` go to :meth:`WorldModel.generate`; ``progress`` shows a
+    rich progress bar over the chunks.
+    """
+    if not isinstance(model, WorldModel):
+        raise ValueError(f"model must be a WorldModel, got {type(model).__name__}")
+    cur_rgb, cur_depth, cur_pose = check_start(model, rgb, depth, pose)
+    B = cur_rgb.shape[0]
+    Ks = check_K(model, K, B)
+    acts = check_actions(actions, B)
+    T, H = acts.shape[1], model.config.frames
+    if memories is None:
+        if builder is None:
+            builder = MemoryBuilder(model.config)
+        elif builder.reader != model.config.reader:
+            raise ValueError(f"builder is for reader {builder.reader!r}, the model reads {model.config.reader!r}")
+        memories = [RolloutMemory(builder) for _ in range(B)]
+    else:
+        memories = check_memories(model, memories, B)
+
+    h, w = model.config.image_height, model.config.image_width
+    out_rgb = torch.empty(B, T + 1, h, w, 3, dtype=torch.uint8)
+    out_depth = torch.empty(B, T + 1, h, w, dtype=torch.float32)
+    out_poses = torch.empty(B, T + 1, 4, 4, dtype=torch.float64)
+    out_rgb[:, 0], out_depth[:, 0], out_poses[:, 0] = cur_rgb, cur_depth, torch.from_numpy(cur_pose)
+    if fuse_start:
+        for b, m in enumerate(memories):
+            m.add(cur_rgb[b], cur_depth[b], cur_pose[b], Ks[b])
+    result = RolloutResult(out_rgb, out_depth, out_poses, acts, start_memory_sizes=[len(m) for m in memories],
+                           memories=memories)
+
+    n_chunks = math.ceil(T / H)
+    with _progress(progress) as bar:
+        task = bar.add_task("rollout", total=n_chunks) if bar is not None else None
+        for c in range(n_chunks):
+            lo, hi = c * H, min((c + 1) * H, T)
+            t0 = time.perf_counter()
+            ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks, acts[:, lo:hi], memories,
+                                fuse=fuse_generated, steps=steps, guidance_scale=guidance_scale, generator=generator,
+                                action_config=action_config)
+            result.chunk_seconds.append(time.perf_counter() - t0)
+            result.generate_seconds.append(ch.generate_seconds)
+            result.memory_seconds.append(ch.read_seconds + ch.fuse_seconds)
+            result.memory_sizes.append([len(m) for m in memories])
+            out_rgb[:, lo + 1 : hi + 1] = ch.rgb
+            out_depth[:, lo + 1 : hi + 1] = ch.depth
+            out_poses[:, lo + 1 : hi + 1] = ch.poses
+            # continue from the last kept frame
+            cur_rgb, cur_depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
+            cur_pose = ch.poses[:, -1].numpy()
+            if bar is not None:
+                bar.advance(task)
+    return result
+
+
+__all__ = [
+    "ChunkOutput",
+    "RolloutResult",
+    "check_K",
+    "check_actions",
+    "check_memories",
+    "check_start",
+    "chunk_poses",
+    "generate_chunk",
+    "rollout",
+]

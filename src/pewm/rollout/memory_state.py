@@ -1,0 +1,201 @@
+"""The persistent memory of one rollout, updated frame by frame (Algorithm 1 of arXiv 2505.05495).
+
+Algorithm 1 keeps one 3D map per imagined trajectory: after every generated chunk, "unproject the
+generated RGB-D at its poses and fuse into the map" (§3.2-3.3), and the next chunk reads the
+updated map. :class:`RolloutMemory` is that state for whichever reader the model uses:
+
+=================  ==================================================================================
+``voxel-xattn``    a :class:`~pewm.memory.PersistentMap` (feature voxels -> memory tokens)
+``voxel-render``   a :class:`~pewm.memory.PersistentMap` with its surface map (rendered into targets)
+``frames``         a :class:`~pewm.memory.FrameMemory` (the image-memory baseline)
+``none``           nothing (reads give an empty :class:`~pewm.model.MemoryInput`)
+=================  ==================================================================================
+
+Reading goes through the same functions as :meth:`MemoryBuilder.from_history
+<pewm.model.memory_input.MemoryBuilder.from_history>` (``from_map`` / ``frames_input``), so a
+memory built frame by frame gives what ``from_history`` gives for the same frames (tested).
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+
+import numpy as np
+import torch
+
+from pewm.geometry import Intrinsics
+from pewm.memory import FrameMemory, FrameMemoryConfig, PersistentMap
+from pewm.model.memory_input import (
+    MemoryBuilder,
+    frames_input,
+    resize_depth,
+    resize_rgb,
+    scale_intrinsics,
+)
+from pewm.model.memory_readers import MemoryInput
+
+VOXEL_READERS = ("voxel-xattn", "voxel-render")
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _as_frames(rgb, depth, poses, K) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Validate a batch of frames: rgb ``(N, h, w, 3)`` uint8, depth ``(N, h, w)``, poses
+    ``(N, 4, 4)``, K ``Intrinsics`` / ``(3, 3)`` of those frames (single frames are accepted)."""
+    rgb = _np(rgb)
+    depth_t = torch.as_tensor(_np(depth), dtype=torch.float32)
+    poses_t = torch.as_tensor(_np(poses), dtype=torch.float32)
+    if rgb.ndim == 3:
+        rgb = rgb[None]
+    if depth_t.ndim == 2:
+        depth_t = depth_t[None]
+    if poses_t.ndim == 2:
+        poses_t = poses_t[None]
+    if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (N, h, w, 3) uint8, got shape {rgb.shape} dtype {rgb.dtype}")
+    N, h, w = rgb.shape[:3]
+    if tuple(depth_t.shape) != (N, h, w):
+        raise ValueError(f"depth has shape {tuple(depth_t.shape)}, expected {(N, h, w)} to match rgb {rgb.shape}")
+    if tuple(poses_t.shape) != (N, 4, 4):
+        raise ValueError(f"poses has shape {tuple(poses_t.shape)}, expected ({N}, 4, 4) camera-to-world")
+    if isinstance(K, Intrinsics):
+        if (K.height, K.width) != (h, w):
+            raise ValueError(f"K: intrinsics are for {K.height}x{K.width} images, the frames are {h}x{w}")
+        K = K.matrix
+    K64 = _np(K).astype(np.float64)
+    if K64.shape != (3, 3):
+        raise ValueError(f"K has shape {K64.shape}, expected (3, 3) (one camera for the frames added together)")
+    return rgb, depth_t, poses_t, K64
+
+
+class RolloutMemory:
+    """Persistent memory of ONE rollout for ``builder``'s reader (Algorithm 1, §3.3).
+
+    ``add(rgb, depth, poses, K)`` fuses frames of any resolution (with their intrinsics);
+    ``read(current_pose, target_poses)`` gives the batch-1 :class:`MemoryInput` at the model's
+    resolution; ``len()`` counts feature voxels (voxel readers), stored frames (``frames``) or 0
+    (``none``); ``frames_added`` counts every frame fused, whatever the reader. ``copy()`` seeds
+    several rollouts from one start memory (the map is copied; builder and extractor are shared).
+
+    ``frames`` reader: the :class:`FrameMemory` stores every frame at the resolution of the first
+    frames added (later frames of another size are resized, their intrinsics scaled), because
+    retrieval stacks stored frames and scores overlap in that image size.
+    """
+
+    def __init__(self, builder: MemoryBuilder):
+        if not isinstance(builder, MemoryBuilder):
+            raise TypeError(f"RolloutMemory needs a MemoryBuilder, got {type(builder).__name__}")
+        self.builder = builder
+        self.reader = builder.reader
+        self._pmap: PersistentMap | None = builder.new_map() if self.reader in VOXEL_READERS else None
+        self._frames: FrameMemory | None = None
+        if self.reader == "frames":
+            c = builder.cfg
+            self._frames = FrameMemory(FrameMemoryConfig(max_depth=c.max_depth, depth_test=c.frames_depth_test),
+                                       device=builder.device)
+        self._frame_hw: tuple[int, int] | None = None  # storage size of the frames reader
+        self._K_model: torch.Tensor | None = None  # intrinsics of the last added frames at the model's size
+        self.frames_added = 0
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_frames(cls, builder: MemoryBuilder, rgb, depth, poses, K) -> "RolloutMemory":
+        """A memory holding a (ground-truth) history: the state ``from_history`` builds for it."""
+        mem = cls(builder)
+        if len(_np(depth)):
+            mem.add(rgb, depth, poses, K)
+        return mem
+
+    def copy(self) -> "RolloutMemory":
+        """A deep copy of the stored map/frames; the builder and feature extractor are shared."""
+        memo: dict[int, object] = {id(self.builder): self.builder}
+        ext = getattr(self._pmap, "extractor", None)
+        if ext is not None:
+            memo[id(ext)] = ext
+        return _copy.deepcopy(self, memo)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def pmap(self) -> PersistentMap | None:
+        """The persistent 3D map (voxel readers), else None."""
+        return self._pmap
+
+    @property
+    def frames(self) -> FrameMemory | None:
+        """The stored frames (``frames`` reader), else None."""
+        return self._frames
+
+    def __len__(self) -> int:
+        if self._pmap is not None:
+            return len(self._pmap)
+        if self._frames is not None:
+            return len(self._frames)
+        return 0
+
+    def __repr__(self) -> str:
+        return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
+
+    # -- Algorithm 1: fuse -----------------------------------------------------------------------
+    def add(self, rgb, depth, poses, K) -> None:
+        """Fuse frames (Algorithm 1: unproject the RGB-D at its poses and fuse into the map).
+
+        ``rgb`` ``(N, h, w, 3)`` uint8, ``depth`` ``(N, h, w)`` metric z-depth, ``poses``
+        ``(N, 4, 4)`` camera-to-world, ``K`` :class:`Intrinsics` or ``(3, 3)`` for these frames.
+        """
+        rgb, depth_t, poses_t, K64 = _as_frames(rgb, depth, poses, K)
+        N, h, w = rgb.shape[:3]
+        if N == 0:
+            return
+        mc = self.builder.model_cfg
+        # the same float64 -> float32 steps as MemoryBuilder.from_history, so the results match exactly
+        self._K_model = scale_intrinsics(K64, (h, w), (mc.image_height, mc.image_width))
+        Km = K64.astype(np.float32)
+        self.frames_added += N
+        if self._pmap is not None:
+            self._pmap.integrate(rgb, depth_t, Km, poses_t)
+        elif self._frames is not None:
+            if self._frame_hw is None:
+                self._frame_hw = (h, w)
+            fh, fw = self._frame_hw
+            if (h, w) != (fh, fw):
+                x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
+                rgb = (resize_rgb(x, fh, fw).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+                depth_t = resize_depth(depth_t, fh, fw)
+                Km = scale_intrinsics(Km, (h, w), (fh, fw)).numpy()
+            self._frames.add(rgb, depth_t, Km, poses_t)
+
+    # -- read ------------------------------------------------------------------------------------
+    def read(self, current_pose, target_poses, K=None) -> MemoryInput:
+        """The batch-1 memory for generating ``target_poses`` ``(H, 4, 4)`` from ``current_pose``
+        ``(4, 4)``: what :meth:`MemoryBuilder.from_history` would give for the frames added so far.
+
+        ``K``: the target views' intrinsics at the model's resolution (:class:`Intrinsics` or
+        ``(3, 3)``; used by ``voxel-render``); default: the last added frames' scaled to it.
+        """
+        mc = self.builder.model_cfg
+        if self.reader == "none":
+            return MemoryInput()
+        if self.reader == "frames":
+            # targets are scored in the stored frames' camera (from_history: the history's K)
+            return frames_input(self._frames, current_pose, target_poses, mc)
+        if K is None:
+            K_model = self._K_model
+            if K_model is None:  # empty map: any camera of the model's size renders nothing
+                K_model = torch.eye(3)
+        else:
+            if isinstance(K, Intrinsics):
+                if (K.height, K.width) != (mc.image_height, mc.image_width):
+                    raise ValueError(
+                        f"K: intrinsics are for {K.height}x{K.width} images, the model reads memory at "
+                        f"{mc.image_height}x{mc.image_width}"
+                    )
+                K = K.matrix
+            K_model = torch.tensor(_np(K), dtype=torch.float32)
+            if K_model.shape != (3, 3):
+                raise ValueError(f"K has shape {tuple(K_model.shape)}, expected (3, 3)")
+        return self.builder.from_map(self._pmap, current_pose, target_poses, K_model)
+
+
+__all__ = ["RolloutMemory", "VOXEL_READERS"]
