@@ -84,7 +84,7 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
     root, _, _ = micro_models
     cfg = BenchmarkConfig(data=str(data), out=str(tmp_path / "eval"), model=str(root / "main"),
                           modes=("voxel-render", "frames", "none"), seeds=2, split="all", horizon=4,
-                          min_history=8, batch=2, sampling_steps=2, videos=1)
+                          min_history=8, batch=2, sampling_steps=2, videos=1, long_horizon=1, long_steps=16)
     res = run_benchmark(cfg)
     out = tmp_path / "eval"
     saved = json.loads((out / "results.json").read_text())
@@ -94,10 +94,14 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
         psnr = saved[mode]["all"]["psnr"]
         assert psnr["mean"] is not None and np.isfinite(psnr["mean"]) and psnr["std"] >= 0
         assert set(saved[mode]["all"]) == {"psnr", "ssim", "absrel", "delta1", "src"}
-    assert saved["_meta"]["episodes"] == 3 and saved["_meta"]["src_features"] == "color_layout"
+    assert saved["_meta"]["episodes"] == 3 and saved["_meta"]["feature_extractor"] == "color_layout"
     assert saved["_meta"]["revisit_frames"] + saved["_meta"]["novel_frames"] == 3 * 4
     md = (out / "results.md").read_text()
     assert "voxel-render" in md and "frames" in md and "none" in md
+    long = saved["_meta"]["long_horizon"]
+    assert long["houses"] == 1 and long["returning_frames"] > 0, "the turn-away-and-back probe returns"
+    assert set(long["modes"]) == {"voxel-render", "none"}
+    assert np.isfinite(long["modes"]["none"]["self_psnr"]["mean"]) and "Long-horizon consistency" in md
     assert (out / "psnr_vs_step.png").stat().st_size > 0
     assert len(list((out / "videos").glob("*.mp4"))) == 1
     # with a memory that carries weights, the modes generate different frames
@@ -127,3 +131,17 @@ def test_demo_writes_video_and_summary(micro_models, tmp_path):
     assert summary["revisit_frames"] + summary["novel_frames"] == 6
     assert set(summary["results"]) == {"with memory", "without memory"}
     assert (tmp_path / "demo" / "demo.mp4").stat().st_size > 0
+
+
+def test_memory_build_settings_reach_the_builder(tmp_path):
+    from pewm.model.memory_input import MemoryBuilder
+
+    m = WorldModel.from_preset("micro", reader="voxel-render")
+    assert MemoryBuilder.for_model(m).cfg.surface_voxel == 0.05  # defaults without saved settings
+    m.memory_build = {"surface_voxel": 0.1, "max_depth": 6.0}
+    m.save_pretrained(tmp_path / "m")
+    b = MemoryBuilder.for_model(WorldModel.from_pretrained(tmp_path / "m"))
+    assert b.cfg.surface_voxel == 0.1 and b.cfg.max_depth == 6.0
+    (tmp_path / "m" / "memory.json").write_text("{not json")
+    with pytest.raises(ValueError, match="memory.json"):
+        WorldModel.from_pretrained(tmp_path / "m")

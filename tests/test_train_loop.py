@@ -104,6 +104,11 @@ def test_stage2_loss_falls_for_every_reader_and_backbone_is_frozen(small_dataset
     assert backbone and all(torch.equal(got[n], want[n]) for n in backbone)
     memory = [n for n in got if n.startswith("denoiser.reader.")]
     assert any(not torch.equal(got[n], want[n]) for n in memory)
+    # the memory-building settings travel with the exported model (memory.json)
+    tr.ema.model.save_pretrained(tmp_path / "export")
+    again = WorldModel.from_pretrained(tmp_path / "export")
+    assert again.memory_build == tr.cfg.memory.to_dict() or again.memory_build == json.loads(
+        json.dumps(tr.cfg.memory.to_dict()))
 
 
 @pytest.mark.parametrize("stage", ["backbone", "memory"])

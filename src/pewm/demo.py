@@ -1,11 +1,11 @@
 """``pewm demo``: the persistent memory at work, in one command (paper Fig. 4-5 in miniature).
 
 In a house the model has never seen (a seed stream ``pewm data generate`` never uses), the agent
-looks around once at its start position (ground-truth frames: the "memory built from a few images
-of the place"), then *imagines* an out-and-back walk: to another place, turn around, back home.
-The same world model rolls the walk out twice (Algorithm 1):
+takes one ground-truth start view (optionally a look-around), then *imagines* a walk: it turns
+away and back twice (the paper's Fig. 4), then goes to another place and comes back (Fig. 5). The
+same world model rolls the walk out twice (Algorithm 1):
 
-* **with memory**: the look-around and every generated chunk are fused into the persistent map,
+* **with memory**: the start view and every generated chunk are fused into the persistent map,
   which conditions each next chunk;
 * **without memory**: the same checkpoint given an empty memory (the paper's no-memory protocol).
 
@@ -13,7 +13,7 @@ On the way back the agent sees the start area again. With the memory, the model 
 saw (and what it imagined); without it, it invents a new room. ``demo/`` receives ``demo.mp4``
 (ground truth | with memory | without memory | top-down view of the growing map),
 ``summary.json`` and the table printed at the end: PSNR / depth AbsRel against the ground truth on
-revisit frames (most of the view observed in the look-around) and on novel frames.
+revisit frames (most of the view observed in the start view) and on novel frames.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ DEMO_SEED_STREAM = 0xDE30  # house seeds of the demo: SeedSequence([DEMO_SEED_ST
 
 @dataclass
 class DemoConfig:
-    """``steps``: actions of the imagined walk; ``look_around``: ground-truth turns (15° each) that
-    fill the memory before imagining (24 = a full turn; 0 = start from the single start view)."""
+    """``steps``: actions of the imagined walk; ``look_around``: extra ground-truth turns (15° each)
+    fused with the start view before imagining (24 = a full turn; 0 = the start view alone)."""
 
     out: str = "demo"
     seed: int = 0
     steps: int = 128
-    look_around: int = 24
+    look_around: int = 0
     sampling_steps: int | None = None
     model: str | None = None
     threads: int | None = None
@@ -67,14 +67,23 @@ class DemoEpisode:
     topdown: np.ndarray  # the house from above, for reference
 
 
-def ground_truth(cfg: DemoConfig, resolution: int) -> DemoEpisode:
-    """Build the unseen house, the look-around and an out-and-back walk of ``cfg.steps`` actions."""
+def turn_away_and_back(turns: int = 12) -> list[int]:
+    """The paper's Fig. 4 probe: turn away ``turns`` x 15° and back, twice (right, then left)."""
+    from pewm.geometry import Action
+
+    R, L = int(Action.TURN_RIGHT), int(Action.TURN_LEFT)
+    return [R] * turns + [L] * turns + [L] * turns + [R] * turns
+
+
+def ground_truth(cfg: DemoConfig, resolution: int, house_seed: int | None = None) -> DemoEpisode:
+    """Build the unseen house, the look-around and the walk of ``cfg.steps`` actions: turn away
+    twice and back (48 actions, paper Fig. 4), then out to another place and back (Fig. 5)."""
     from pewm.geometry import Action, AgentState
     from pewm.sim import EmbodiedEnv, SimConfig, generate_house
     from pewm.sim.topdown import top_down_image
     from pewm.sim.trajectories import TrajectoryConfig, plan_actions
 
-    hs = demo_house_seed(cfg.seed)
+    hs = demo_house_seed(cfg.seed) if house_seed is None else int(house_seed)
     env = EmbodiedEnv(SimConfig(resolution=resolution))
     try:
         obs, _ = env.reset(seed=cfg.seed, options={"house": generate_house(hs)})
@@ -82,19 +91,21 @@ def ground_truth(cfg: DemoConfig, resolution: int) -> DemoEpisode:
         turn = math.radians(env.config.actions.turn_deg)
         look = [env.render_state(AgentState(start.x, start.y, start.yaw + turn * (i + 1)))
                 for i in range(cfg.look_around)]
+        probe = turn_away_and_back()[: cfg.steps]
         rng = np.random.default_rng([DEMO_SEED_STREAM, cfg.seed, 1])
-        actions = plan_actions(env.free_space, start, "out_and_back", cfg.steps, rng,
-                               env.config.actions, TrajectoryConfig(look_around_prob=0.0))
+        walk = plan_actions(env.free_space, start, "out_and_back", cfg.steps - len(probe), rng,
+                            env.config.actions, TrajectoryConfig(look_around_prob=0.0)) if cfg.steps > len(probe) else []
+        actions = list(probe) + list(walk)
+        Action.check(np.asarray(actions))
         frames = [obs]
         for a in actions:
             frames.append(env.step(int(a))[0])
-        Action.check(np.asarray(actions))
         top = top_down_image(env.house, path=[(float(f["pose"][0, 3]), float(f["pose"][1, 3])) for f in frames])
+        mem = [obs] + look  # what the agent observed before imagining: the start view (+ look-around)
         return DemoEpisode(
             house_seed=hs, K=env.intrinsics.matrix.astype(np.float64),
-            memory_rgb=np.stack([f["rgb"] for f in look]) if look else np.zeros((0, resolution, resolution, 3), np.uint8),
-            memory_depth=np.stack([f["depth"] for f in look]) if look else np.zeros((0, resolution, resolution), np.float32),
-            memory_poses=np.stack([f["pose"] for f in look]) if look else np.zeros((0, 4, 4)),
+            memory_rgb=np.stack([f["rgb"] for f in mem]), memory_depth=np.stack([f["depth"] for f in mem]),
+            memory_poses=np.stack([f["pose"] for f in mem]),
             rgb=np.stack([f["rgb"] for f in frames]), depth=np.stack([f["depth"] for f in frames]),
             poses=np.stack([f["pose"] for f in frames]), actions=np.asarray(actions, dtype=np.int64),
             topdown=np.asarray(top),
@@ -111,8 +122,8 @@ def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=
     from pewm.rollout import RolloutMemory, rollout
 
     H, T = model.config.frames, len(ep.actions)
-    builder = MemoryBuilder(model.config)
-    if use_memory and len(ep.memory_rgb):
+    builder = MemoryBuilder.for_model(model)
+    if use_memory:  # the observed frames (start view first) are in the map before imagining
         memory = RolloutMemory.from_frames(builder, ep.memory_rgb, ep.memory_depth, ep.memory_poses, ep.K)
     else:
         memory = RolloutMemory(builder)
@@ -124,7 +135,7 @@ def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=
     for c, i in enumerate(range(0, T, H)):
         acts = ep.actions[None, i:i + H]
         res = rollout(model, cur_rgb, cur_depth, cur_pose, ep.K, acts, memories=[memory],
-                      fuse_start=use_memory and i == 0, fuse_generated=use_memory,
+                      fuse_start=False, fuse_generated=use_memory,
                       steps=cfg.sampling_steps, generator=g)
         rgb.append(res.rgb[0, 1:])
         depth.append(res.depth[0, 1:])
@@ -164,7 +175,7 @@ def _video(path: Path, ep: DemoEpisode, with_mem, without_mem, maps, chunk_of, r
             label(resize_nearest(ep.rgb[t], size), f"ground truth {tag}"),
             label(resize_nearest(with_mem[t], size), "with memory"),
             label(resize_nearest(without_mem[t], size), "without memory"),
-            label(fit_into(top, size, size), "memory map (top)"),
+            label(fit_into(top, size, size), "memory map (top)" if maps else "house (top, ground truth)"),
         ]
         frames.append(hstack_panels(panels))
     return write_video(path, frames, fps=6)
@@ -203,11 +214,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg, progress, ta)
         tb = progress.add_task("imagining without memory", total=T)
         without_mem, without_depth, _, _ = imagine(model, ep, False, cfg, progress, tb)
-    if len(ep.memory_rgb):
-        frac = observed_fraction(ep.depth, ep.poses, ep.K, ep.memory_depth, ep.memory_poses, ep.K)
-    else:
-        frac = np.zeros(T + 1)
-        frac[0] = 1.0
+    frac = observed_fraction(ep.depth, ep.poses, ep.K, ep.memory_depth, ep.memory_poses, ep.K)
     revisit = np.asarray(frac) >= cfg.revisit_threshold
     rows = {}
     sel = {"revisit": revisit.copy(), "novel": ~revisit}
@@ -217,7 +224,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         p, a = _psnr(rgb, ep.rgb), _absrel(dep, ep.depth)
         rows[name] = {
             k: {"frames": int(m.sum()), "psnr": float(np.mean(p[m])) if m.any() else None,
-                "absrel": float(np.nanmean(a[m])) if m.any() else None}
+                "absrel": float(np.nanmean(a[m])) if m.any() and np.isfinite(a[m]).any() else None}
             for k, m in sel.items()
         }
     video = _video(out / "demo.mp4", ep, with_mem, without_mem, maps, chunk_of, revisit)
@@ -245,4 +252,4 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "DemoEpisode", "demo_house_seed", "ground_truth", "imagine", "run_demo"]
+__all__ = ["DemoConfig", "DemoEpisode", "demo_house_seed", "ground_truth", "imagine", "run_demo", "turn_away_and_back"]

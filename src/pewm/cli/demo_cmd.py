@@ -9,11 +9,11 @@ import typer
 
 HELP = """Imagine a walk in an unseen house with and without the persistent 3D memory.
 
-The agent looks around once at its start position (ground truth), then the world model imagines
-an out-and-back walk twice: with the persistent map (every generated chunk fused and read back)
-and with an empty memory. Writes OUT/demo.mp4 (ground truth | with memory | without memory |
+The agent takes one ground-truth start view, then the world model imagines a walk twice: turn
+away and back twice, then out to another place and back; once with the persistent map (the start
+view and every generated chunk fused and read back) and once with an empty memory. Writes OUT/demo.mp4 (ground truth | with memory | without memory |
 top-down view of the map growing) and OUT/summary.json, and prints PSNR / depth AbsRel against
-the ground truth on revisit frames (seen in the look-around) and novel frames.
+the ground truth on revisit frames (mostly seen in the start view) and novel frames.
 
 \b
 Uses the model shipped with pewm unless --model is given. About a minute on a 2-core CPU.
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="which unseen house (and start pose, walk and sampling noise)"),
         steps: int = typer.Option(128, help="actions of the imagined walk (8 frames per generated chunk)"),
         look_around: int = typer.Option(
-            24, help="ground-truth 15-degree turns at the start that fill the memory (24 = a full turn; 0 = none)"
+            0, help="extra ground-truth 15-degree turns at the start fused into the memory (24 = a full turn)"
         ),
         sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),

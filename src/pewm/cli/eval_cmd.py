@@ -49,13 +49,18 @@ def register(app: typer.Typer) -> None:
             None, help="local DINOv2 weights directory for SRC features [fallback: colour-layout features]"
         ),
         videos: int = typer.Option(4, help="side-by-side videos written (first N episodes, seed 0)"),
+        long_horizon: int = typer.Option(
+            0, help="also run the long-horizon consistency probe (paper Fig. 4-5) in N held-out houses"
+        ),
+        long_steps: int = typer.Option(128, help="imagined steps of each long-horizon walk"),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     ) -> None:
         from pewm.cli.common import user_errors
 
         with user_errors():
-            from pewm.assets import load_model
+            from pewm.assets import resolve_model_path
             from pewm.eval.benchmark import BenchmarkConfig, run_benchmark
+            from pewm.model import WorldModel
 
             models = {}
             for item in mode_model:
@@ -64,7 +69,7 @@ def register(app: typer.Typer) -> None:
                 k, v = item.split("=", 1)
                 models[k.strip()] = v.strip()
             if memory is None:
-                modes = (load_model(model).config.reader, "none")
+                modes = (WorldModel.load_config(resolve_model_path(model)).reader, "none")
                 modes = tuple(dict.fromkeys(modes))
             else:
                 modes = tuple(m.strip() for m in memory.split(",") if m.strip())
@@ -72,6 +77,6 @@ def register(app: typer.Typer) -> None:
                 data=str(data), out=str(out), model=str(model) if model else None, modes=modes, mode_models=models,
                 seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
                 batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
-                videos=videos, threads=threads,
+                videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps,
             )
             run_benchmark(cfg)

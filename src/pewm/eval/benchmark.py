@@ -34,6 +34,7 @@ import torch
 
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
 from pewm.eval.revisit import classify, observed_fraction
+from pewm.geometry import poses_from_actions
 
 MODES = ("voxel-xattn", "frames", "voxel-render", "none")
 
@@ -56,6 +57,8 @@ class BenchmarkConfig:
     dinov2_weights: str | None = None
     videos: int = 4
     threads: int | None = None
+    long_horizon: int = 0  # held-out houses of the long-horizon probe (pewm.eval.long_horizon); 0 = skip
+    long_steps: int = 128
 
     def validate(self) -> "BenchmarkConfig":
         bad = [m for m in self.modes if m not in MODES]
@@ -70,6 +73,8 @@ class BenchmarkConfig:
             raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
         if self.split not in ("train", "val", "test", "all"):
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
+        if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
+            raise ValueError(f"--long-horizon must be >= 0 and --long-steps >= 16, got {self.long_horizon}, {self.long_steps}")
         return self
 
 
@@ -126,7 +131,17 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
             K = np.asarray(scale_intrinsics(K, src, (resolution, resolution)), dtype=np.float64)
         if ep.actions is None:
             raise ValueError(f"{p}: episode has no actions; the benchmark replays the ground-truth actions")
-        cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history)
+        try:
+            cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
+        # the rollout replays the actions: they must lead exactly to the recorded poses (no collisions)
+        replay = poses_from_actions(np.asarray(ep.poses[cut], dtype=np.float64), np.asarray(ep.actions[cut:cut + cfg.horizon]))
+        if not np.allclose(replay, np.asarray(ep.poses[cut:cut + cfg.horizon + 1], dtype=np.float64), atol=1e-3):
+            raise ValueError(
+                f"{p}: the actions after frame {cut} do not reproduce the recorded poses (a collision, or another "
+                "action step size); the benchmark needs action-consistent episodes"
+            )
         frac = observed_fraction(depth[cut + 1:cut + 1 + cfg.horizon], np.asarray(ep.poses)[cut + 1:cut + 1 + cfg.horizon],
                                  K, depth[:cut + 1], np.asarray(ep.poses)[:cut + 1], K)
         out.append(EvalEpisode(i, cut, rgb, depth, np.asarray(ep.poses, dtype=np.float64),
@@ -161,8 +176,7 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
     from pewm.model.memory_input import MemoryBuilder
     from pewm.rollout import RolloutMemory, rollout
 
-    mcfg = model.config if mode != "none" else model.config
-    builder = MemoryBuilder(mcfg)
+    builder = MemoryBuilder.for_model(model)
     out = []
     for b0 in range(0, len(episodes), cfg.batch):
         eps = episodes[b0:b0 + cfg.batch]
@@ -238,7 +252,13 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     main = load_model(cfg.model)
     res = main.config.image_height
+    if main.config.image_width != res:
+        raise ValueError(f"the benchmark needs square frames; the model is {res}x{main.config.image_width}")
     models = {m: model_for_mode(m, cfg, main) for m in cfg.modes}
+    for m, mm in models.items():
+        if (mm.config.image_height, mm.config.image_width) != (res, res):
+            raise ValueError(f"memory mode {m!r}: its model works at {mm.config.image_height}x{mm.config.image_width}, "
+                             f"the main model at {res}x{res}")
     with console.status("reading episodes and choosing cut points"):
         episodes = load_episodes(cfg, res)
     n_rev = int(sum(e.revisit.sum() for e in episodes))
@@ -266,14 +286,27 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     meta = {
         "dataset": str(cfg.data), "split": cfg.split, "episodes": len(episodes), "seeds": cfg.seeds,
         "horizon": cfg.horizon, "revisit_frames": n_rev, "novel_frames": n_all - n_rev,
-        "src_features": feats.name, "model": str(resolve_model_path(cfg.model)),
+        "feature_extractor": feats.name, "model": str(resolve_model_path(cfg.model)),
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
         "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
-    write_results_json(out / "results.json", results, meta)
-    write_results_md(out / "results.md", results, meta)
+    write_results_json(out / "results.json", results, meta)  # written before the probe: nothing is lost
+    md_meta = {k: v for k, v in meta.items() if k in ("dataset", "split", "seeds", "feature_extractor", "episodes",
+                                                      "horizon", "revisit_frames", "novel_frames", "model",
+                                                      "mode_models", "sampling_steps", "seconds")}
+    write_results_md(out / "results.md", results, md_meta)
+    if cfg.long_horizon:
+        from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
+        from pewm.train.checkpoint import atomic_write_text
+
+        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling_steps=cfg.sampling_steps,
+                                        console=console)
+        meta["long_horizon"] = long
+        meta["seconds"] = time.perf_counter() - t0
+        write_results_json(out / "results.json", results, meta)
+        atomic_write_text(out / "results.md", (out / "results.md").read_text() + "\n" + long_horizon_markdown(long))
     steps = np.arange(1, cfg.horizon + 1)
     plot_psnr_vs_step(out / "psnr_vs_step.png", {
         m: (steps, np.mean(np.stack(c), 0), np.std(np.stack(c), 0)) for m, c in curves.items() if c})
@@ -281,7 +314,7 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         gt = e.frames_rgb[e.cut + 1:e.cut + 1 + cfg.horizon]
         side_by_side_video(out / "videos" / f"episode_{e.index:03d}.mp4", gt, {m: first[m][j]["rgb"] for m in cfg.modes},
                            frame_tags=["revisit" if r else "novel" for r in e.revisit])
-    console.print((out / "results.md").read_text())
+    console.print((out / "results.md").read_text(), markup=False, highlight=False)
     return json.loads((out / "results.json").read_text())
 
 

@@ -253,6 +253,14 @@ class MemoryBuilder:
                 f"the model's memory_dim={model_cfg.memory_dim}"
             )
 
+    @classmethod
+    def for_model(cls, model, config: ModelConfig | None = None, device="cpu") -> "MemoryBuilder":
+        """The builder a trained model's memories must come from: its ``memory_build`` settings
+        (saved with the model by stage-2 training) or the defaults; ``config`` overrides the model's
+        config (e.g. another reader)."""
+        mb = getattr(model, "memory_build", None)
+        return cls(config or model.config, MemoryBuildConfig.from_dict(mb) if mb else None, device=device)
+
     def new_map(self) -> PersistentMap:
         """An empty map with the parts this reader needs (features for tokens, surface for renders)."""
         c = self.cfg

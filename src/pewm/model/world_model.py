@@ -33,6 +33,7 @@ from pewm.model.memory_readers import MemoryInput
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+MEMORY_BUILD_NAME = "memory.json"  # optional: the MemoryBuildConfig the reader was trained with
 READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
 READER_PREFIX = "denoiser.reader."
 FORMAT = "pewm.WorldModel"
@@ -89,6 +90,9 @@ class WorldModel(nn.Module):
         self.diffusion = VDiffusion(config.diffusion)
         # the latent space (§3.2); trained in the "autoencoder" stage, frozen afterwards
         self.autoencoder = RGBDAutoencoder(config.autoencoder) if config.latent else None
+        # how memories were built in training (MemoryBuildConfig as a dict; None = the defaults):
+        # saved beside the weights so evaluation builds the same memories
+        self.memory_build: dict | None = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "WorldModel":
@@ -134,7 +138,9 @@ class WorldModel(nn.Module):
     def encode_memory(self, memory: MemoryInput | None) -> MemoryInput | None:
         """Fill ``rendered_latent`` from ``rendered`` for a latent-space ``voxel-render`` model:
         the covered part of the render (uncovered pixels zeroed, as in pixel space) encoded like a
-        frame, plus the coverage averaged over each latent cell. Other memories pass unchanged."""
+        frame and zeroed in latent cells with no coverage at all, plus the coverage averaged over
+        each latent cell; an empty render thus gives all zeros, exactly what a dropped memory gives.
+        Other memories pass unchanged."""
         if memory is None or self.autoencoder is None or memory.rendered is None or memory.rendered_latent is not None:
             return memory
         cfg = self.config
@@ -151,6 +157,9 @@ class WorldModel(nn.Module):
             z = self.encode_frames(x)
         d = cfg.downsample
         cov_lat = torch.nn.functional.avg_pool2d(cov.flatten(0, 1), d).reshape(B, H, 1, *z.shape[-2:])
+        # cells the render does not cover at all carry no latent (the encoder maps zeros to a
+        # non-zero latent): an empty map then gives exactly the dropped memory's zero input
+        z = z * (cov_lat > 0).to(z.dtype)
         from dataclasses import replace
 
         return replace(memory, rendered_latent=torch.cat([z, cov_lat], dim=2))
@@ -369,14 +378,16 @@ class WorldModel(nn.Module):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(meta, f, indent=2, sort_keys=True)
-            os.replace(tmp, d / CONFIG_NAME)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        files = [(CONFIG_NAME, meta)] + ([(MEMORY_BUILD_NAME, self.memory_build)] if self.memory_build else [])
+        for name, content in files:
+            fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=d)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(content, f, indent=2, sort_keys=True)
+                os.replace(tmp, d / name)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         return d
 
     def save_reader(self, directory, dtype: torch.dtype | None = None) -> Path:
@@ -481,4 +492,10 @@ class WorldModel(nn.Module):
                 )
             raise ValueError(f"{path} does not match its config.json: " + "; ".join(parts))
         model.load_state_dict(state, strict=not switch)
+        mb = d / MEMORY_BUILD_NAME
+        if mb.is_file():
+            try:
+                model.memory_build = json.loads(mb.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{mb} is not valid JSON: {e}") from e
         return model.to(map_location)

@@ -67,7 +67,7 @@ class WorldModelEnv(gym.Env):
         h, w = cfg.image_height, cfg.image_width
         self.K = check_K(model, intrinsics_from_fov(w, h, 90.0) if K is None else K, N)
         if builder is None:
-            builder = MemoryBuilder(cfg)
+            builder = MemoryBuilder.for_model(model)
         elif builder.reader != cfg.reader:
             raise ValueError(f"builder is for reader {builder.reader!r}, the model reads {cfg.reader!r}")
         self.builder = builder

@@ -266,7 +266,7 @@ def rollout(
     T, H = acts.shape[1], model.config.frames
     if memories is None:
         if builder is None:
-            builder = MemoryBuilder(model.config)
+            builder = MemoryBuilder.for_model(model)
         elif builder.reader != model.config.reader:
             raise ValueError(f"builder is for reader {builder.reader!r}, the model reads {model.config.reader!r}")
         memories = [RolloutMemory(builder) for _ in range(B)]

@@ -205,6 +205,8 @@ class Trainer:
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.builder = MemoryBuilder(self.model_cfg, cfg.memory) if cfg.stage == "memory" else None
+        if cfg.stage == "memory":  # saved with the model: evaluation builds memories the same way
+            model.memory_build = cfg.memory.to_dict()
         self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
