@@ -343,3 +343,26 @@ def test_env_spaces():
     np.testing.assert_allclose(env.K[0], intrinsics_from_fov(16, 16, 90.0).matrix)
     with pytest.raises(ValueError, match="num_envs must be a positive integer"):
         WorldModelEnv(_model(), num_envs=0)
+
+
+def test_novel_only_fusion_never_overwrites_what_the_map_holds():
+    """A generated view of an already mapped place (here: junk 0.5 m in front of the mapped wall)
+    adds nothing with novel_only; fused literally it adds a surface that would occlude the wall."""
+    from pewm.model.memory_input import MemoryBuilder
+
+    builder = MemoryBuilder(_model("voxel-render").config)
+    rgb, depth, pose, K = _start(B=1)
+    base = RolloutMemory.from_frames(builder, rgb, depth, pose, K)
+    n_surface = len(base.pmap.surface)
+    junk = np.full_like(depth, 1.5)
+    kept = base.copy()
+    kept.add(rgb, junk, pose, K, novel_only=True)
+    assert len(kept.pmap.surface) == n_surface and kept.frames_added == 2
+    literal = base.copy()
+    literal.add(rgb, junk, pose, K, novel_only=False)
+    assert len(literal.pmap.surface) > n_surface
+    # a view that turns away sees uncovered space: its pixels are fused
+    turned = poses_from_actions(pose[0], [1] * 6)[-1][None]
+    grown = base.copy()
+    grown.add(rgb, depth, turned, K, novel_only=True)
+    assert len(grown.pmap.surface) > n_surface

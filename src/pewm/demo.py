@@ -43,6 +43,7 @@ class DemoConfig:
     model: str | None = None
     threads: int | None = None
     revisit_threshold: float = 0.5
+    fuse: str = "novel"  # generated frames: "novel" (only where the map has nothing yet) or "all"
 
 
 def demo_house_seed(seed: int) -> int:
@@ -135,7 +136,7 @@ def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=
     for c, i in enumerate(range(0, T, H)):
         acts = ep.actions[None, i:i + H]
         res = rollout(model, cur_rgb, cur_depth, cur_pose, ep.K, acts, memories=[memory],
-                      fuse_start=False, fuse_generated=use_memory,
+                      fuse_start=False, fuse_generated=use_memory, fuse_novel_only=cfg.fuse == "novel",
                       steps=cfg.sampling_steps, generator=g)
         rgb.append(res.rgb[0, 1:])
         depth.append(res.depth[0, 1:])
@@ -195,6 +196,8 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         torch.set_num_threads(cfg.threads)
     if cfg.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
+    if cfg.fuse not in ("novel", "all"):
+        raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
     t_start = time.perf_counter()

@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         ),
         sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
+        fuse: str = typer.Option(
+            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
+        ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     ) -> None:
         from pewm.cli.common import user_errors
@@ -38,4 +41,5 @@ def register(app: typer.Typer) -> None:
 
         with user_errors():
             run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around,
-                                sampling_steps=sampling_steps, model=str(model) if model else None, threads=threads))
+                                sampling_steps=sampling_steps, model=str(model) if model else None, threads=threads,
+                                fuse=fuse))

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
             0, help="also run the long-horizon consistency probe (paper Fig. 4-5) in N held-out houses"
         ),
         long_steps: int = typer.Option(128, help="imagined steps of each long-horizon walk"),
+        fuse: str = typer.Option(
+            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
+        ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     ) -> None:
         from pewm.cli.common import user_errors
@@ -77,6 +80,6 @@ def register(app: typer.Typer) -> None:
                 data=str(data), out=str(out), model=str(model) if model else None, modes=modes, mode_models=models,
                 seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
                 batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
-                videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps,
+                videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
             )
             run_benchmark(cfg)

@@ -57,6 +57,7 @@ class BenchmarkConfig:
     dinov2_weights: str | None = None
     videos: int = 4
     threads: int | None = None
+    fuse: str = "novel"  # generated frames fused "novel" (only where the map holds nothing yet) or "all"
     long_horizon: int = 0  # held-out houses of the long-horizon probe (pewm.eval.long_horizon); 0 = skip
     long_steps: int = 128
 
@@ -73,6 +74,8 @@ class BenchmarkConfig:
             raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
         if self.split not in ("train", "val", "test", "all"):
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
+        if self.fuse not in ("novel", "all"):
+            raise ValueError(f"--fuse must be 'novel' or 'all', got {self.fuse!r}")
         if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
             raise ValueError(f"--long-horizon must be >= 0 and --long-steps >= 16, got {self.long_horizon}, {self.long_steps}")
         return self
@@ -195,7 +198,8 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
         acts = np.stack([e.actions[e.cut:e.cut + cfg.horizon] for e in eps])
         g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
         res = rollout(model, rgb, depth, pose, K, acts, memories=mems, fuse_start=False,
-                      fuse_generated=mode != "none", steps=cfg.sampling_steps, generator=g)
+                      fuse_generated=mode != "none", fuse_novel_only=cfg.fuse == "novel",
+                      steps=cfg.sampling_steps, generator=g)
         for j in range(len(eps)):
             out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})
         if progress is not None:
@@ -289,20 +293,20 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         "feature_extractor": feats.name, "model": str(resolve_model_path(cfg.model)),
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
-        "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
+        "fuse": cfg.fuse, "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
     write_results_json(out / "results.json", results, meta)  # written before the probe: nothing is lost
     md_meta = {k: v for k, v in meta.items() if k in ("dataset", "split", "seeds", "feature_extractor", "episodes",
                                                       "horizon", "revisit_frames", "novel_frames", "model",
-                                                      "mode_models", "sampling_steps", "seconds")}
+                                                      "mode_models", "sampling_steps", "fuse", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
         from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
         from pewm.train.checkpoint import atomic_write_text
 
         long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling_steps=cfg.sampling_steps,
-                                        console=console)
+                                        console=console, fuse=cfg.fuse)
         meta["long_horizon"] = long
         meta["seconds"] = time.perf_counter() - t0
         write_results_json(out / "results.json", results, meta)

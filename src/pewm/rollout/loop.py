@@ -154,6 +154,7 @@ def generate_chunk(
     memories: list[RolloutMemory],
     *,
     fuse: bool = True,
+    novel_only: bool = True,
     steps: int | None = None,
     guidance_scale: float | None = None,
     generator: torch.Generator | None = None,
@@ -182,7 +183,7 @@ def generate_chunk(
     out_rgb, out_depth, out_poses = gen.rgb[:, :k], gen.depth[:, :k], gen.poses[:, :k]
     if fuse:
         for b, m in enumerate(memories):
-            m.add(out_rgb[b], out_depth[b], out_poses[b], K[b])
+            m.add(out_rgb[b], out_depth[b], out_poses[b], K[b], novel_only=novel_only)
     t3 = time.perf_counter()
     return ChunkOutput(out_rgb, out_depth, out_poses, t1 - t0, t2 - t1, t3 - t2)
 
@@ -237,6 +238,7 @@ def rollout(
     builder: MemoryBuilder | None = None,
     fuse_start: bool = True,
     fuse_generated: bool = True,
+    fuse_novel_only: bool = True,
     steps: int | None = None,
     guidance_scale: float | None = None,
     generator: torch.Generator | None = None,
@@ -253,7 +255,10 @@ def rollout(
     ``memories``: one :class:`RolloutMemory` per rollout, updated in place (pass ``m.copy()`` to
     keep one); None = empty memories from ``builder`` (default ``MemoryBuilder(model.config)``).
     ``fuse_start`` fuses the start frame before the first chunk; ``fuse_generated=False`` is the
-    ablation where the map is never updated by generated frames. ``steps`` (DDIM),
+    ablation where the map is never updated by generated frames; ``fuse_novel_only`` (default)
+    fuses a generated frame only where the map's render does not cover it yet ("imagined once,
+    then remembered": an imagined view never overwrites what the map holds; see
+    :meth:`RolloutMemory.add`; ``False`` fuses everything, as Algorithm 1 does literally). ``steps`` (DDIM),
     ``guidance_scale`` and ``generator`` go to :meth:`WorldModel.generate`; ``progress`` shows a
     rich progress bar over the chunks.
     """
@@ -291,7 +296,8 @@ def rollout(
             lo, hi = c * H, min((c + 1) * H, T)
             t0 = time.perf_counter()
             ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks, acts[:, lo:hi], memories,
-                                fuse=fuse_generated, steps=steps, guidance_scale=guidance_scale, generator=generator,
+                                fuse=fuse_generated, novel_only=fuse_novel_only, steps=steps,
+                                guidance_scale=guidance_scale, generator=generator,
                                 action_config=action_config)
             result.chunk_seconds.append(time.perf_counter() - t0)
             result.generate_seconds.append(ch.generate_seconds)

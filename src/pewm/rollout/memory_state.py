@@ -138,12 +138,28 @@ class RolloutMemory:
         return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
 
     # -- Algorithm 1: fuse -----------------------------------------------------------------------
-    def add(self, rgb, depth, poses, K) -> None:
+    def add(self, rgb, depth, poses, K, novel_only: bool = False) -> None:
         """Fuse frames (Algorithm 1: unproject the RGB-D at its poses and fuse into the map).
 
         ``rgb`` ``(N, h, w, 3)`` uint8, ``depth`` ``(N, h, w)`` metric z-depth, ``poses``
         ``(N, 4, 4)`` camera-to-world, ``K`` :class:`Intrinsics` or ``(3, 3)`` for these frames.
+
+        ``novel_only`` ("imagined once, then remembered"; used for generated frames): frames are
+        fused one by one, each only where the map's surface render at its pose has no coverage, so
+        an imagined view never overwrites or occludes what the map already holds (observed or
+        imagined earlier). Needs the surface map (``voxel-render``); otherwise everything is fused.
         """
+        if novel_only and self._pmap is not None and self._pmap.surface is not None:
+            rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
+            h, w = rgb_a.shape[1:3]
+            Kt = torch.from_numpy(K64.astype(np.float32))
+            for i in range(rgb_a.shape[0]):
+                d = depth_a[i:i + 1].clone()
+                if len(self._pmap.surface):
+                    covered = self._pmap.render(Kt, poses_a[i:i + 1].float(), h, w).mask.cpu()
+                    d[covered.reshape(d.shape)] = 0.0  # invalid depth is not fused
+                self.add(rgb_a[i:i + 1], d, poses_a[i:i + 1], K64)
+            return
         rgb, depth_t, poses_t, K64 = _as_frames(rgb, depth, poses, K)
         N, h, w = rgb.shape[:3]
         if N == 0:

@@ -1,0 +1,51 @@
+"""Copy a trained model into the package as the shipped default (fp16 safetensors), with the
+memory readers of other stage-2 runs trained on the same stage-1 backbone beside it.
+
+    python tools/ship_model.py runs/s2_voxel-render --readers runs/s2_frames runs/s2_voxel-xattn
+
+Checks that every extra reader's backbone is bit-identical to the main model's (stage 2 freezes
+it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each trained model exactly
+(up to fp16 rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from pewm.assets import DEFAULT_MODEL, MODELS_DIR, resolve_model_path
+from pewm.model import WorldModel
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="stage-2 run (or model directory) to ship as the default")
+    ap.add_argument("--readers", nargs="*", default=[], help="stage-2 runs of other readers on the same backbone")
+    ap.add_argument("--name", default=DEFAULT_MODEL)
+    args = ap.parse_args()
+    main_dir = resolve_model_path(args.model)
+    model = WorldModel.from_pretrained(main_dir)
+    out = MODELS_DIR / args.name
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, dtype=torch.float16)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.reader.")}
+    for run in args.readers:
+        other = WorldModel.from_pretrained(resolve_model_path(run))
+        theirs = other.state_dict()
+        diff = [k for k, v in own.items() if not torch.equal(v, theirs[k])]
+        if diff:
+            raise SystemExit(f"{run}: its backbone differs from {main_dir} ({len(diff)} tensors, e.g. {diff[0]})")
+        path = other.save_reader(tmp, dtype=torch.float16)
+        print(f"reader {other.config.reader}: {path.stat().st_size / 2**20:.1f} MB")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"shipped {main_dir} as {out} ({total / 2**20:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
