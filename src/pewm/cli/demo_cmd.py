@@ -16,7 +16,7 @@ top-down view of the map growing) and OUT/summary.json, and prints PSNR / depth 
 the ground truth on revisit frames (mostly seen in the start view) and novel frames.
 
 \b
-Uses the model shipped with pewm unless --model is given. About a minute on a 2-core CPU.
+Uses the model shipped with pewm unless --model is given. About 30 s on a 2-core CPU.
 """
 
 
