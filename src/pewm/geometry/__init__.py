@@ -1,6 +1,6 @@
 """Camera geometry shared by every pewm package (knows nothing above it)."""
 
-from pewm.geometry.camera import Intrinsics, intrinsics_from_fov
+from pewm.geometry.camera import Intrinsics, intrinsics_from_fov, intrinsics_matrix
 from pewm.geometry.consistency import reprojection_depth_errors
 from pewm.geometry.kinematics import (
     Action,
@@ -38,6 +38,7 @@ __all__ = [
     "check_pose",
     "heading_of_pose",
     "intrinsics_from_fov",
+    "intrinsics_matrix",
     "invert_pose",
     "make_pose",
     "matrix_to_quaternion",

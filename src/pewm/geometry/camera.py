@@ -87,3 +87,18 @@ def intrinsics_from_fov(width: int, height: int, fov_y_deg: float) -> Intrinsics
         raise ValueError(f"fov_y_deg must be in (0, 180), got {fov_y_deg}")
     f = (height / 2.0) / math.tan(math.radians(fov_y_deg) / 2.0)
     return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+
+
+def intrinsics_matrix(K, height: int, width: int, what: str = "K") -> np.ndarray:
+    """``K`` as a float64 matrix (``(3, 3)`` or batched ``(..., 3, 3)``); an :class:`Intrinsics` must
+    be for ``height`` x ``width`` images (the error names ``what`` and suggests ``scaled()``)."""
+    if isinstance(K, Intrinsics):
+        if (K.height, K.width) != (height, width):
+            raise ValueError(
+                f"{what}: intrinsics are for {K.height}x{K.width} images (h x w), expected {height}x{width}; "
+                "use Intrinsics.scaled()"
+            )
+        return np.asarray(K.matrix, dtype=np.float64)
+    if hasattr(K, "detach"):
+        K = K.detach().cpu().numpy()
+    return np.asarray(K, dtype=np.float64)

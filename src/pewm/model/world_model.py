@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pewm.geometry import Action, ActionConfig, Intrinsics, check_pose, poses_from_actions
+from pewm.geometry import Action, ActionConfig, check_pose, intrinsics_matrix, poses_from_actions
 from pewm.model.autoencoder import RGBDAutoencoder
 from pewm.model.config import ModelConfig, from_preset
 from pewm.model.denoiser import Conditioning, Denoiser
@@ -263,14 +263,7 @@ class WorldModel(nn.Module):
 
     def _K(self, K, B: int) -> torch.Tensor:
         cfg = self.config
-        if isinstance(K, Intrinsics):
-            if (K.width, K.height) != (cfg.image_width, cfg.image_height):
-                raise ValueError(
-                    f"K: intrinsics are for {K.height}x{K.width} images (h x w), the model expects "
-                    f"{cfg.image_height}x{cfg.image_width}; use Intrinsics.scaled()"
-                )
-            K = K.matrix
-        K = torch.as_tensor(np.asarray(K) if not isinstance(K, torch.Tensor) else K).float()
+        K = torch.from_numpy(intrinsics_matrix(K, cfg.image_height, cfg.image_width)).float()
         if K.shape == (3, 3):
             K = K.expand(B, 3, 3)
         if tuple(K.shape) != (B, 3, 3):

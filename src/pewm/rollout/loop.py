@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pewm.geometry import Action, ActionConfig, Intrinsics, check_pose, poses_from_actions
+from pewm.geometry import Action, ActionConfig, check_pose, intrinsics_matrix, poses_from_actions
 from pewm.model.memory_input import MemoryBuilder, stack_memory
 from pewm.model.world_model import WorldModel
 from pewm.rollout.memory_state import RolloutMemory
@@ -65,14 +65,7 @@ def check_start(model: WorldModel, rgb, depth, pose) -> tuple[torch.Tensor, torc
 def check_K(model: WorldModel, K, B: int) -> np.ndarray:
     """Intrinsics at the model's resolution as ``(B, 3, 3)`` float64."""
     cfg = model.config
-    if isinstance(K, Intrinsics):
-        if (K.height, K.width) != (cfg.image_height, cfg.image_width):
-            raise ValueError(
-                f"K: intrinsics are for {K.height}x{K.width} images (h x w), the model generates "
-                f"{cfg.image_height}x{cfg.image_width}; use Intrinsics.scaled()"
-            )
-        K = K.matrix
-    k = _np(K).astype(np.float64)
+    k = intrinsics_matrix(K, cfg.image_height, cfg.image_width)
     if k.shape == (3, 3):
         k = np.broadcast_to(k, (B, 3, 3))
     if k.shape != (B, 3, 3):

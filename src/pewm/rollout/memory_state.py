@@ -23,7 +23,7 @@ import copy as _copy
 import numpy as np
 import torch
 
-from pewm.geometry import Intrinsics
+from pewm.geometry import Intrinsics, intrinsics_matrix
 from pewm.memory import FrameMemory, FrameMemoryConfig, PersistentMap
 from pewm.model.memory_input import (
     MemoryBuilder,
@@ -201,14 +201,7 @@ class RolloutMemory:
             if K_model is None:  # empty map: any camera of the model's size renders nothing
                 K_model = torch.eye(3)
         else:
-            if isinstance(K, Intrinsics):
-                if (K.height, K.width) != (mc.image_height, mc.image_width):
-                    raise ValueError(
-                        f"K: intrinsics are for {K.height}x{K.width} images, the model reads memory at "
-                        f"{mc.image_height}x{mc.image_width}"
-                    )
-                K = K.matrix
-            K_model = torch.tensor(_np(K), dtype=torch.float32)
+            K_model = torch.tensor(intrinsics_matrix(K, mc.image_height, mc.image_width), dtype=torch.float32)
             if K_model.shape != (3, 3):
                 raise ValueError(f"K has shape {tuple(K_model.shape)}, expected (3, 3)")
         return self.builder.from_map(self._pmap, current_pose, target_poses, K_model)
