@@ -31,7 +31,7 @@ def resolve_model_path(path=None) -> Path:
         return default_model_dir()
     from pewm.train.checkpoint import resolve_model_dir
 
-    return Path(resolve_model_dir(path))
+    return Path(resolve_model_dir(path, what="--model"))
 
 
 def load_model(path=None, reader: str | None = None, device="cpu"):

@@ -143,7 +143,7 @@ def load_torch(path: Path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def resolve_model_dir(path) -> Path:
+def resolve_model_dir(path, what: str = "--init") -> Path:
     """The ``save_pretrained`` directory meant by ``path`` (for ``--init``):
 
     * a model directory (``config.json`` + ``model.safetensors``) -> itself;
@@ -152,7 +152,7 @@ def resolve_model_dir(path) -> Path:
     """
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"--init {p}: no such run, checkpoint or model directory")
+        raise FileNotFoundError(f"{what} {p}: no such run, checkpoint or model directory")
     if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
         return p
     if (p / STATE_NAME).is_file() and (p / "ema").is_dir():
@@ -163,7 +163,7 @@ def resolve_model_dir(path) -> Path:
     if ck is not None:
         return ck / "ema"
     raise FileNotFoundError(
-        f"--init {p}: not a model directory (config.json + model.safetensors), a checkpoint (state.json) "
+        f"{what} {p}: not a model directory (config.json + model.safetensors), a checkpoint (state.json) "
         "or a run directory with model/ or checkpoints/"
     )
 
