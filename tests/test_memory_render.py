@@ -157,3 +157,41 @@ def test_agrees_with_open3d_tsdf(fused):
         assert ok_ours >= max(ok_o3d, 0.95), (ok_ours, ok_o3d)
     assert min(agree[:2]) >= 0.9, agree  # fused poses
     assert agree[2] >= 0.85, agree  # novel pose: Open3D itself is within 5 cm of the truth on only ~80% there
+
+
+def test_render_index_grows_with_the_map_and_renders_like_a_fresh_one():
+    """Fusing frame by frame with a render after each (the rollout's novel-only fusion) reuses the
+    sorted render index (new voxels get blocks of their own) instead of re-sorting the whole map;
+    the renders match a map that fused the same frames at once and indexed them in one go."""
+    K = S.intrinsics(SIZE).matrix
+    poses = S.look_around(1.5, 1.5, 12) + [S.pose(1.5 + 0.2 * i, 1.5, 30.0 * i) for i in range(6)]
+    rgb, depth, P = S.frames(poses, K, SIZE, SIZE)
+    inc = VoxelMap(VoxelMapConfig.surface())
+    inc.integrate(rgb[:8], depth[:8], K, P[:8])
+    inc.render(K, P[0], SIZE, SIZE)
+    bases, extended = {inc._render_base.n}, 0
+    for i in range(8, len(poses)):
+        inc.integrate(rgb[i:i + 1], depth[i:i + 1], K, P[i:i + 1])
+        inc.render(K, P[i], SIZE, SIZE)
+        bases.add(inc._render_base.n)
+        extended += inc._render_base.n < len(inc)
+    # both paths ran: renders from an extended index, and a re-sort once the map grew by more
+    # than RENDER_INDEX_REBUILD of the indexed size
+    assert extended >= 3 and len(bases) >= 2, (extended, bases)
+    full = VoxelMap(VoxelMapConfig.surface())
+    full.integrate(rgb, depth, K, P)
+    assert len(full) == len(inc)
+    for pose in (P[3], P[len(poses) - 1], S.pose(2.0, 2.0, 200.0)):
+        a, b = inc.render(K, pose, SIZE, SIZE), full.render(K, pose, SIZE, SIZE)
+        assert torch.equal(a.mask, b.mask)
+        assert torch.allclose(a.image, b.image, atol=1e-4) and torch.allclose(a.depth, b.depth, atol=1e-4)
+    inc.clear()
+    assert inc._render_base is None and not inc.render(K, P[0], 8, 8).mask.any()
+
+
+def test_extended_index_rejects_a_smaller_map():
+    from pewm.memory.rendering import _BlockIndex
+
+    idx = _BlockIndex(np.random.default_rng(0).random((50, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match="fewer"):
+        idx.extended(np.zeros((10, 3), np.float32))

@@ -1,7 +1,11 @@
 """Copy a trained model into the package as the shipped default (fp16 safetensors), with the
 memory readers of other stage-2 runs trained on the same stage-1 backbone beside it.
 
-    python tools/ship_model.py runs/s2_voxel-render --readers runs/s2_frames runs/s2_voxel-xattn
+    python tools/ship_model.py runs/s2_voxel-render --readers runs/s2_frames runs/s2_voxel-xattn \
+        --anchor both --render-supersample 2
+
+``--anchor`` / ``--render-supersample`` set the shipped model's default sampling and memory-render
+settings (choose them on the validation split, e.g. with ``pewm eval --split val --anchor ...``).
 
 Checks that every extra reader's backbone is bit-identical to the main model's (stage 2 freezes
 it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each trained model exactly
@@ -18,6 +22,8 @@ import torch
 
 from pewm.assets import DEFAULT_MODEL, MODELS_DIR, resolve_model_path
 from pewm.model import WorldModel
+from pewm.model.config import ANCHORS
+from pewm.model.memory_input import MemoryBuildConfig
 
 
 def main() -> None:
@@ -25,9 +31,18 @@ def main() -> None:
     ap.add_argument("model", help="stage-2 run (or model directory) to ship as the default")
     ap.add_argument("--readers", nargs="*", default=[], help="stage-2 runs of other readers on the same backbone")
     ap.add_argument("--name", default=DEFAULT_MODEL)
+    ap.add_argument("--anchor", choices=ANCHORS, default=None, help="default map-anchored sampling (voxel-render)")
+    ap.add_argument("--render-supersample", type=int, default=None, help="default memory-render supersampling")
     args = ap.parse_args()
     main_dir = resolve_model_path(args.model)
     model = WorldModel.from_pretrained(main_dir)
+    if args.anchor is not None:
+        model.config.diffusion.anchor = args.anchor
+        model.config.diffusion.validate()
+    if args.render_supersample is not None:
+        build = MemoryBuildConfig.from_dict(model.memory_build or {})
+        build.render_supersample = args.render_supersample
+        model.memory_build = build.to_dict()
     out = MODELS_DIR / args.name
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

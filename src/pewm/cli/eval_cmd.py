@@ -45,6 +45,11 @@ def register(app: typer.Typer) -> None:
         max_episodes: Optional[int] = typer.Option(None, help="evaluate only the first N episodes of the split"),
         batch: int = typer.Option(8, help="rollouts generated together"),
         sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
+        anchor: Optional[str] = typer.Option(
+            None, help="voxel-render sampling: latent | pixel | both (keep what the map covers) | none (condition only) "
+                       "[model default]"
+        ),
+        guidance_scale: Optional[float] = typer.Option(None, help="classifier-free guidance on the memory [model default]"),
         dinov2_weights: Optional[Path] = typer.Option(
             None, help="local DINOv2 weights directory for SRC features [fallback: colour-layout features]"
         ),
@@ -81,5 +86,6 @@ def register(app: typer.Typer) -> None:
                 seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
                 batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
                 videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
+                anchor=anchor, guidance_scale=guidance_scale,
             )
             run_benchmark(cfg)

@@ -35,6 +35,7 @@ import torch
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
 from pewm.eval.revisit import classify, observed_fraction
 from pewm.geometry import poses_from_actions
+from pewm.model.config import ANCHORS
 
 MODES = ("voxel-xattn", "frames", "voxel-render", "none")
 
@@ -53,6 +54,8 @@ class BenchmarkConfig:
     max_episodes: int | None = None
     batch: int = 8
     sampling_steps: int | None = None
+    guidance_scale: float | None = None  # memory CFG (None: the model's default)
+    anchor: str | None = None  # map-anchored sampling for voxel-render (None: the model's default)
     revisit_threshold: float = 0.5
     dinov2_weights: str | None = None
     videos: int = 4
@@ -74,6 +77,10 @@ class BenchmarkConfig:
             raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
         if self.split not in ("train", "val", "test", "all"):
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
+        if self.anchor is not None and self.anchor not in ANCHORS:
+            raise ValueError(f"--anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if self.guidance_scale is not None and self.guidance_scale < 0:
+            raise ValueError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
         if self.fuse not in ("novel", "all"):
             raise ValueError(f"--fuse must be 'novel' or 'all', got {self.fuse!r}")
         if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
@@ -199,7 +206,9 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
         g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
         res = rollout(model, rgb, depth, pose, K, acts, memories=mems, fuse_start=False,
                       fuse_generated=mode != "none", fuse_novel_only=cfg.fuse == "novel",
-                      steps=cfg.sampling_steps, generator=g)
+                      steps=cfg.sampling_steps, generator=g,
+                      guidance_scale=cfg.guidance_scale if mode != "none" else None,
+                      anchor=cfg.anchor if mode == "voxel-render" else None)
         for j in range(len(eps)):
             out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})
         if progress is not None:

@@ -36,11 +36,16 @@ def _batched_camera(K, cam_to_world, device) -> tuple[torch.Tensor, torch.Tensor
 
 class _BlockIndex:
     """Render-time spatial index: points (V, 3) grouped into ``block`` m cubes, each with a bounding
-    sphere, so a render can cull whole blocks against the view cone before projecting points."""
+    sphere, so a render can cull whole blocks against the view cone before projecting points.
 
-    def __init__(self, P: np.ndarray, block: float = 1.0):
+    ``pad`` widens every sphere, so the index stays valid while points move by up to ``pad`` (a
+    voxel's mean surface point never leaves its voxel: pad = the voxel diagonal); :meth:`extended`
+    then reuses it for a grown map (see ``VoxelMap._render_index``)."""
+
+    def __init__(self, P: np.ndarray, block: float = 1.0, pad: float = 0.0):
         P = np.asarray(P, dtype=np.float32).reshape(-1, 3)
         self.n = P.shape[0]
+        self.block, self.pad = block, pad
         if self.n == 0:
             self.pT = np.zeros((3, 0), np.float32)
             self.rows = self.starts = self.lengths = np.zeros(0, np.int64)
@@ -60,7 +65,25 @@ class _BlockIndex:
         lo = np.minimum.reduceat(self.pT, first, axis=1)
         hi = np.maximum.reduceat(self.pT, first, axis=1)
         self.centers = np.ascontiguousarray(((lo + hi) * 0.5).T)
-        self.radii = (np.linalg.norm(hi - lo, axis=0) * 0.5 + 1e-4).astype(np.float32)
+        self.radii = (np.linalg.norm(hi - lo, axis=0) * 0.5 + 1e-4 + pad).astype(np.float32)
+
+    def extended(self, P: np.ndarray) -> "_BlockIndex":
+        """The index of ``P`` (V, 3), ``V >= self.n``, whose first ``self.n`` rows are the points this
+        index was built on (moved by at most ``pad``): their blocks are kept (points refreshed), the
+        new rows get blocks of their own. Costs a gather instead of a sort of the whole map."""
+        P = np.asarray(P, dtype=np.float32).reshape(-1, 3)
+        if P.shape[0] < self.n:
+            raise ValueError(f"extended: {P.shape[0]} points, fewer than the {self.n} indexed")
+        tail = _BlockIndex(P[self.n:], self.block, self.pad)
+        out = object.__new__(_BlockIndex)
+        out.n, out.block, out.pad = P.shape[0], self.block, self.pad
+        out.rows = np.concatenate([self.rows, tail.rows + self.n])
+        out.pT = np.ascontiguousarray(np.take(P, out.rows, axis=0).T)
+        out.starts = np.concatenate([self.starts, tail.starts + self.n])
+        out.lengths = np.concatenate([self.lengths, tail.lengths])
+        out.centers = np.concatenate([self.centers, tail.centers])
+        out.radii = np.concatenate([self.radii, tail.radii])
+        return out
 
 
 def render_torch(P, vals, Kb, Tb, batched: bool, height: int, width: int, cfg: VoxelMapConfig, device) -> RenderOutput:

@@ -190,6 +190,7 @@ class VoxelMap:
         self.frames_integrated = 0
         self._version = 0
         self._cache: dict[str, tuple[int, torch.Tensor]] = {}
+        self._render_base: _BlockIndex | None = None  # sorted render index, reused as the map grows
 
     def _cached(self, key: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         hit = self._cache.get(key)
@@ -711,11 +712,25 @@ class VoxelMap:
         vals = self._cached(f"attr:{attribute}", lambda: self.get(attribute).float())
         return render_torch(P, vals, Kb, Tb, batched, height, width, self.config, self.device)
 
+    # the render index is rebuilt (a sort of every point) only when the map has grown by this
+    # fraction since the last build; in between, new voxels get blocks of their own
+    # (_BlockIndex.extended), so rendering while fusing frame by frame costs a gather, not a sort
+    RENDER_INDEX_REBUILD = 0.25
+
     def _render_index(self, points: torch.Tensor | None) -> "_BlockIndex":
         """Points grouped into 1 m blocks with bounding spheres (cached until the map changes)."""
         if points is not None:
             return _BlockIndex(points.detach().float().cpu().numpy())
-        return self._cached("render_index", lambda: _BlockIndex(self.points().float().numpy()))
+        return self._cached("render_index", self._grown_render_index)
+
+    def _grown_render_index(self) -> "_BlockIndex":
+        P = self.points().float().numpy()
+        base = self._render_base
+        if base is None or P.shape[0] < base.n or P.shape[0] - base.n > self.RENDER_INDEX_REBUILD * base.n:
+            pad = float(np.linalg.norm(self.config.voxel_size))  # mean points stay inside their voxel
+            self._render_base = base = _BlockIndex(P, pad=pad)
+            return base
+        return base.extended(P)
 
     def _splat_np(self, index: _BlockIndex, K: np.ndarray, T: np.ndarray, H: int, W: int):
         """:func:`~pewm.memory.rendering.splat_numpy` with this map's config."""

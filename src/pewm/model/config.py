@@ -37,6 +37,9 @@ def _check_keys(cls, d: dict, what: str) -> None:
         raise ValueError(f"{what}: unknown key(s) {unknown}; known keys: {sorted(known)}")
 
 
+ANCHORS = ("none", "latent", "pixel", "both")
+
+
 @dataclass
 class DiffusionConfig:
     """The diffusion process (§3.4: v-prediction, DDIM sampling).
@@ -55,6 +58,10 @@ class DiffusionConfig:
     timestep_spacing: str = "trailing"
     sampling_steps: int = 10
     guidance_scale: float = 1.0  # classifier-free guidance on the memory; 1.0 = off
+    # map-anchored sampling (voxel-render only, beyond the paper): "none", "latent" (known latent
+    # cells re-noised into every DDIM step, RePaint-style), "pixel" (covered pixels of the
+    # decoded frames taken from the render) or "both"; see WorldModel.generate
+    anchor: str = "none"
 
     def validate(self) -> None:
         if self.num_train_timesteps < 2:
@@ -69,6 +76,8 @@ class DiffusionConfig:
             )
         if self.guidance_scale < 0:
             raise ValueError(f"DiffusionConfig.guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"DiffusionConfig.anchor must be one of {ANCHORS}, got {self.anchor!r}")
 
     def to_scheduler_kwargs(self) -> dict:
         return dict(

@@ -10,6 +10,10 @@ The noise schedule, ``add_noise``, ``get_velocity`` and the DDIM update all come
   defaults to 10 for the 2 s CPU budget).
 * Classifier-free guidance on the memory: training drops the memory of a sample with probability
   ``memory_dropout``; sampling mixes ``v = v_empty + s (v_memory - v_empty)`` (``s = 1``: off).
+* Known regions (map-anchored sampling, beyond the paper; RePaint, Lugmayr et al. 2022, with DDIM):
+  where ``known_mask`` is 1, each DDIM update's ``x_{t'}`` is replaced by the known clean value
+  noised to ``t'`` (``scheduler.add_noise``), and the final sample by the known value itself, so
+  the model only fills in the rest, conditioned on it at every step.
 """
 
 from __future__ import annotations
@@ -85,8 +89,13 @@ class VDiffusion:
         steps: int | None = None,
         guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
+        known: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """DDIM sampling of the future frames ``(B, H, C, h', w')`` (diffusion space)."""
+        """DDIM sampling of the future frames ``(B, H, C, h', w')`` (diffusion space).
+
+        ``known`` ``(B, H, C, h', w')`` clean values and ``known_mask`` (broadcastable to it, in
+        ``[0, 1]``) anchor part of the sample (see the module docstring)."""
         cfg = denoiser.cfg
         steps = self.cfg.sampling_steps if steps is None else int(steps)
         if not 1 <= steps <= self.cfg.num_train_timesteps:
@@ -100,13 +109,28 @@ class VDiffusion:
         x = torch.randn(shape, device=_gen_device(generator, dev), dtype=dtype, generator=generator).to(dev)
         x = x * sched.init_noise_sigma
         uncond = cond.drop_memory(torch.zeros(B, dtype=torch.bool, device=dev)) if scale != 1.0 else None
-        for t in sched.timesteps:
+        if (known is None) != (known_mask is None):
+            raise ValueError("sample: give both known and known_mask, or neither")
+        if known is not None:
+            if tuple(known.shape) != shape:
+                raise ValueError(f"sample: known has shape {tuple(known.shape)}, expected {shape}")
+            known = known.to(dev, dtype)
+            known_mask = known_mask.to(dev, dtype)
+        timesteps = list(sched.timesteps)
+        for i, t in enumerate(timesteps):
             tb = t.to(dev).expand(B)
             v = denoiser(x, tb, cond)
             if uncond is not None:
                 v_empty = denoiser(x, tb, uncond)
                 v = v_empty + scale * (v - v_empty)
             x = sched.step(v, t, x, eta=0.0, generator=generator).prev_sample
+            if known is not None:
+                if i + 1 < len(timesteps):
+                    eps = torch.randn(shape, device=_gen_device(generator, dev), dtype=dtype, generator=generator).to(dev)
+                    target = sched.add_noise(known, eps, timesteps[i + 1].to(dev).expand(B))
+                else:
+                    target = known
+                x = known_mask * target + (1 - known_mask) * x
         return x
 
 

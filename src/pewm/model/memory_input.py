@@ -140,17 +140,34 @@ def map_tokens_input(pmap: PersistentMap, current_pose, model_cfg: ModelConfig) 
     return MemoryInput(tokens=feats[None], positions=pos[None], mask=mask[None])
 
 
-def rendered_input(pmap: PersistentMap, K, target_poses, model_cfg: ModelConfig) -> MemoryInput:
+def rendered_input(pmap: PersistentMap, K, target_poses, model_cfg: ModelConfig, supersample: int = 1) -> MemoryInput:
     """``voxel-render`` memory of one clip: the map rendered into the ``H`` target views at the model's
-    resolution (``K`` already scaled to it): ``(1, H, 5, h, w)`` = RGB [0, 1], depth (m), coverage."""
+    resolution (``K`` already scaled to it): ``(1, H, 5, h, w)`` = RGB [0, 1], depth (m), coverage.
+
+    ``supersample`` ``s > 1`` renders at ``s`` times the resolution and averages each ``s x s``
+    block over its covered sub-pixels (anti-aliased edges); a pixel counts as covered when at
+    least half of its sub-pixels are."""
     h, w = model_cfg.image_height, model_cfg.image_width
     T = _poses(target_poses).float()
+    s = int(supersample)
+    if s < 1:
+        raise ValueError(f"render supersample must be >= 1, got {supersample}")
     if len(pmap.surface or []) == 0:
         r = torch.zeros(T.shape[0], 5, h, w)
     else:
-        out = pmap.render(torch.as_tensor(np.asarray(K), dtype=torch.float32), T, h, w)
+        Kr = torch.as_tensor(np.asarray(K), dtype=torch.float32)
+        if s > 1:
+            Kr = scale_intrinsics(Kr, (h, w), (h * s, w * s))
+        out = pmap.render(Kr, T, h * s, w * s)
         cov = out.mask.float()
-        r = torch.cat([out.image.float().clamp(0, 1) * cov[:, None], (out.depth.float() * cov)[:, None], cov[:, None]], 1)
+        img, depth = out.image.float().clamp(0, 1), out.depth.float()
+        if s > 1:
+            frac = F.avg_pool2d(cov[:, None], s)
+            norm = frac.clamp_min(1e-6)
+            img = F.avg_pool2d(img * cov[:, None], s) / norm
+            depth = (F.avg_pool2d((depth * cov)[:, None], s) / norm)[:, 0]
+            cov = (frac[:, 0] >= 0.5).float()
+        r = torch.cat([img * cov[:, None], (depth * cov)[:, None], cov[:, None]], 1)
     return MemoryInput(rendered=r.cpu()[None])
 
 
@@ -204,7 +221,8 @@ class MemoryBuildConfig:
     ``extractor_kwargs={"weights": DIR}``); ``feature_voxel``: the token map's voxel (the paper's
     0.25 x 0.25 x 1 m); ``surface_voxel``: the rendering map's voxel (``voxel-render``);
     ``max_depth``: depth beyond this is not fused; ``frames_depth_test``: occlusion-aware frame
-    retrieval for the ``frames`` reader.
+    retrieval for the ``frames`` reader; ``render_supersample``: ``voxel-render`` renders at this
+    many times the model's resolution, averaged down (anti-aliasing; :func:`rendered_input`).
     """
 
     extractor: str = "rgb"
@@ -213,6 +231,7 @@ class MemoryBuildConfig:
     surface_voxel: float = 0.05
     max_depth: float = 10.0
     frames_depth_test: bool = False
+    render_supersample: int = 1
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -274,7 +293,7 @@ class MemoryBuilder:
         if self.reader == "voxel-xattn":
             return map_tokens_input(pmap, current_pose, self.model_cfg)
         if self.reader == "voxel-render":
-            return rendered_input(pmap, K_model, target_poses, self.model_cfg)
+            return rendered_input(pmap, K_model, target_poses, self.model_cfg, self.cfg.render_supersample)
         if self.reader == "none":
             return MemoryInput()
         raise ValueError(f"reader {self.reader!r} does not read a voxel map")

@@ -321,6 +321,7 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
         action_config: ActionConfig = ActionConfig(),
         rgb_uint8: bool = True,
+        anchor: str | None = None,
     ) -> Generation:
         """Generate the next ``H`` RGB-D frames (§3, one iteration of Algorithm 1).
 
@@ -331,6 +332,12 @@ class WorldModel(nn.Module):
         ``t + 1``) or ``poses`` ``(H, 4, 4)``/``(B, H, 4, 4)`` future camera-to-world poses; the
         unbatched forms are accepted for ``B = 1`` (or broadcast over the batch). ``steps``
         DDIM steps (default ``config.diffusion.sampling_steps``); ``guidance_scale`` memory CFG.
+
+        ``anchor`` (default ``config.diffusion.anchor``; ``voxel-render`` only) keeps what the map
+        already holds: ``"latent"`` fixes the latent cells the render covers completely during
+        sampling (the model fills in the rest around them), ``"pixel"`` replaces the covered pixels
+        of the decoded frames by the render, ``"both"`` does both, ``"none"`` only conditions on
+        the render.
         """
         rgb = self._rgb(current_rgb)
         B = rgb.shape[0]
@@ -339,15 +346,59 @@ class WorldModel(nn.Module):
         all_poses = self._future_poses(current_pose, actions, poses, B, action_config)  # (B, 1+H, 4, 4) f64
         dev = self.device
         frame = self.encode_frames(self.denoiser.normalize_frames(rgb.to(dev), depth.to(dev)))
+        anchor = self._anchor(anchor, memory)
         mem = self.encode_memory(memory.to(device=dev)) if memory is not None else None
         cond = self.denoiser.condition(frame, relative_poses(all_poses.to(dev)), Kt.to(dev), mem)
-        x = self.diffusion.sample(self.denoiser, cond, steps=steps, guidance_scale=guidance_scale, generator=generator)
+        known = known_mask = None
+        if anchor in ("latent", "both"):
+            known, known_mask = self._latent_anchor(mem)
+        x = self.diffusion.sample(self.denoiser, cond, steps=steps, guidance_scale=guidance_scale, generator=generator,
+                                  known=known, known_mask=known_mask)
         x = self.decode_frames(x.float()).clamp(-1.0, 1.0)
         out_rgb, out_depth = self.denoiser.denormalize_frames(x)
+        if anchor in ("pixel", "both"):
+            r = torch.as_tensor(memory.rendered).to(dev, torch.float32)
+            cov = r[:, :, 4:5] > 0.5
+            out_rgb = torch.where(cov, r[:, :, :3].clamp(0.0, 1.0), out_rgb)
+            out_depth = torch.where(cov[:, :, 0], r[:, :, 3], out_depth)
         out_rgb = out_rgb.permute(0, 1, 3, 4, 2)
         if rgb_uint8:
             out_rgb = (out_rgb * 255.0).round().to(torch.uint8)
         return Generation(out_rgb.cpu(), out_depth.cpu(), all_poses[:, 1:].clone())
+
+    def _anchor(self, anchor: str | None, memory: MemoryInput | None) -> str:
+        """The anchoring mode of one ``generate`` call (checked against the reader and memory)."""
+        from pewm.model.config import ANCHORS
+
+        explicit = anchor is not None
+        anchor = self.config.diffusion.anchor if anchor is None else anchor
+        if anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
+        if anchor == "none":
+            return anchor
+        if self.config.reader != "voxel-render":
+            if explicit:
+                raise ValueError(f"anchor={anchor!r} needs a voxel-render model (this one reads {self.config.reader!r})")
+            return "none"
+        if anchor in ("latent", "both") and self.autoencoder is None:
+            anchor = "pixel"  # in pixel space the two are the same idea; pixels are exact
+        has_render = memory is not None and memory.rendered is not None
+        has_latent = memory is not None and (has_render or memory.rendered_latent is not None)
+        if anchor == "both" and not has_render:
+            anchor = "latent"
+        if (anchor == "pixel" and not has_render) or (anchor == "latent" and not has_latent):
+            return "none"  # nothing to anchor to (no memory given)
+        return anchor
+
+    def _latent_anchor(self, mem: MemoryInput | None) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """Known latents and mask of the cells the render covers completely."""
+        if mem is None or mem.rendered_latent is None:
+            return None, None
+        z, cov = mem.rendered_latent[:, :, :-1], mem.rendered_latent[:, :, -1:]
+        mask = (cov >= 1.0 - 1e-6).to(z.dtype)
+        if not bool(mask.any()):
+            return None, None
+        return z, mask
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> Path:

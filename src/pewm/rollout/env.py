@@ -34,8 +34,8 @@ class WorldModelEnv(gym.Env):
     Observations are dicts ``{"rgb": (N, h, w, 3) uint8, "depth": (N, h, w) float32,
     "pose": (N, 4, 4) float64}``; actions ``(N,)`` ids (0 forward, 1 left, 2 right); rewards are 0
     and episodes never end (a task wrapper adds both). ``K``: the camera at the model's
-    resolution (default: 90 degree vertical field of view); ``steps``/``guidance_scale``: sampling
-    settings of :meth:`WorldModel.generate`; ``seed`` seeds the sampling noise (``reset(seed=...)``
+    resolution (default: 90 degree vertical field of view); ``steps``/``guidance_scale``/``anchor``:
+    sampling settings of :meth:`WorldModel.generate`; ``seed`` seeds the sampling noise (``reset(seed=...)``
     reseeds it); ``builder`` builds the memories (default ``MemoryBuilder(model.config)``).
     """
 
@@ -52,6 +52,7 @@ class WorldModelEnv(gym.Env):
         guidance_scale: float | None = None,
         action_config: ActionConfig = ActionConfig(),
         render_mode: str | None = "rgb_array",
+        anchor: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, WorldModel):
@@ -73,6 +74,7 @@ class WorldModelEnv(gym.Env):
         self.builder = builder
         self.steps = steps
         self.guidance_scale = guidance_scale
+        self.anchor = anchor
         self.action_config = action_config
         self.render_mode = render_mode
         self.observation_space = spaces.Dict({
@@ -190,7 +192,7 @@ class WorldModelEnv(gym.Env):
         t0 = time.perf_counter()
         ch = generate_chunk(self.model, self._rgb, self._depth, self._pose, self.K, acts, self._memories,
                             fuse=True, steps=self.steps, guidance_scale=self.guidance_scale,
-                            generator=self._generator, action_config=self.action_config)
+                            generator=self._generator, action_config=self.action_config, anchor=self.anchor)
         seconds = time.perf_counter() - t0
         self._rgb, self._depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
         self._pose = ch.poses[:, -1].numpy().copy()

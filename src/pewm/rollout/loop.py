@@ -152,6 +152,7 @@ def generate_chunk(
     guidance_scale: float | None = None,
     generator: torch.Generator | None = None,
     action_config: ActionConfig = ActionConfig(),
+    anchor: str | None = None,
 ) -> ChunkOutput:
     """One iteration of Algorithm 1 for ``B`` rollouts (inputs already checked, see :func:`rollout`).
 
@@ -171,7 +172,7 @@ def generate_chunk(
         mem = stack_memory([m.read(pose[b], fut[b], K=K[b]) for b, m in enumerate(memories)])
     t1 = time.perf_counter()
     gen = model.generate(rgb, depth, pose, torch.from_numpy(K).float(), poses=fut, memory=mem, steps=steps,
-                         guidance_scale=guidance_scale, generator=generator)
+                         guidance_scale=guidance_scale, generator=generator, anchor=anchor)
     t2 = time.perf_counter()
     out_rgb, out_depth, out_poses = gen.rgb[:, :k], gen.depth[:, :k], gen.poses[:, :k]
     if fuse:
@@ -237,6 +238,7 @@ def rollout(
     generator: torch.Generator | None = None,
     action_config: ActionConfig = ActionConfig(),
     progress: bool = False,
+    anchor: str | None = None,
 ) -> RolloutResult:
     """Roll the world model out for ``T`` actions with a persistent memory (Algorithm 1, §3.3).
 
@@ -252,7 +254,8 @@ def rollout(
     fuses a generated frame only where the map's render does not cover it yet ("imagined once,
     then remembered": an imagined view never overwrites what the map holds; see
     :meth:`RolloutMemory.add`; ``False`` fuses everything, as Algorithm 1 does literally). ``steps`` (DDIM),
-    ``guidance_scale`` and ``generator`` go to :meth:`WorldModel.generate`; ``progress`` shows a
+    ``guidance_scale``, ``anchor`` (map-anchored sampling) and ``generator`` go to
+    :meth:`WorldModel.generate`; ``progress`` shows a
     rich progress bar over the chunks.
     """
     if not isinstance(model, WorldModel):
@@ -291,7 +294,7 @@ def rollout(
             ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks, acts[:, lo:hi], memories,
                                 fuse=fuse_generated, novel_only=fuse_novel_only, steps=steps,
                                 guidance_scale=guidance_scale, generator=generator,
-                                action_config=action_config)
+                                action_config=action_config, anchor=anchor)
             result.chunk_seconds.append(time.perf_counter() - t0)
             result.generate_seconds.append(ch.generate_seconds)
             result.memory_seconds.append(ch.read_seconds + ch.fuse_seconds)
