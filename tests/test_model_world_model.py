@@ -157,3 +157,17 @@ def test_memory_input_moves_and_keeps_masks_boolean():
     mem = synthetic_memory(from_preset("micro"), 1).to(dtype=torch.float64)
     assert mem.tokens.dtype == torch.float64 and mem.mask.dtype == torch.bool
     assert MemoryInput.empty().tokens is None
+
+
+def test_extra_readers_keep_their_own_memory_settings(tmp_path):
+    main = _trained("voxel-render")
+    main.memory_build = {"extractor": "rgb", "render_supersample": 2}
+    d = main.save_pretrained(tmp_path / "m")
+    xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
+    assert xattn.memory_build is None, "another reader does not inherit the main model's memory settings"
+    xattn.memory_build = {"extractor": "autoencoder"}
+    xattn.save_reader(d)
+    assert (d / "readers" / "voxel-xattn.memory.json").is_file()
+    assert WorldModel.from_pretrained(d, reader="voxel-xattn").memory_build == {"extractor": "autoencoder"}
+    assert WorldModel.from_pretrained(d).memory_build == {"extractor": "rgb", "render_supersample": 2}
+    assert WorldModel.from_pretrained(d, reader="voxel-render").memory_build["render_supersample"] == 2

@@ -107,8 +107,9 @@ def test_stage2_loss_falls_for_every_reader_and_backbone_is_frozen(small_dataset
     # the memory-building settings travel with the exported model (memory.json)
     tr.ema.model.save_pretrained(tmp_path / "export")
     again = WorldModel.from_pretrained(tmp_path / "export")
-    assert again.memory_build == tr.cfg.memory.to_dict() or again.memory_build == json.loads(
-        json.dumps(tr.cfg.memory.to_dict()))
+    # ... with "auto" resolved to the extractor used (this pixel-space micro model: rgb)
+    want_build = json.loads(json.dumps({**tr.cfg.memory.to_dict(), "extractor": "rgb"}))
+    assert tr.cfg.memory.extractor == "auto" and again.memory_build == want_build
 
 
 @pytest.mark.parametrize("stage", ["backbone", "memory"])

@@ -175,3 +175,30 @@ def test_extractor_wider_than_memory_dim_is_refused():
     cfg = from_preset("micro", memory_dim=2)
     with pytest.raises(ValueError, match="memory_dim=2"):
         MemoryBuilder(cfg)
+
+
+def test_auto_extractor_is_the_frozen_autoencoder_of_a_latent_model():
+    from pewm.model.map_features import AutoencoderFeatures
+    from pewm.model.memory_input import MemoryBuildConfig
+
+    torch.manual_seed(0)
+    latent = WorldModel.from_preset("micro", reader="voxel-xattn", memory_dim=16,
+                                    autoencoder=dict(latent_channels=4, downsample=2, channels=[8]), patch_size=2)
+    b = MemoryBuilder.for_model(latent)
+    assert b.extractor_name == "autoencoder" and isinstance(b._extractor, AutoencoderFeatures)
+    assert b._extractor.autoencoder is latent.autoencoder, "shared and frozen, not a copy"
+    assert b.resolved_config().extractor == "autoencoder"
+    pixel = WorldModel.from_preset("micro", reader="voxel-xattn")
+    assert MemoryBuilder.for_model(pixel).extractor_name == "rgb"
+    # an explicit choice wins; "autoencoder" without a model or weights is a clear error
+    assert MemoryBuilder(latent.config, MemoryBuildConfig(extractor="rgb")).extractor_name == "rgb"
+    with pytest.raises(ValueError, match="needs the model's autoencoder"):
+        MemoryBuilder(latent.config, MemoryBuildConfig(extractor="autoencoder"))
+    # a memory built with it: 8 feature channels, zero-padded to memory_dim
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
+    depth = np.full((2, 16, 16), 2.0, np.float32)
+    K = np.array([[8.0, 0, 7.5], [0, 8.0, 7.5], [0, 0, 1]])
+    poses = np.stack([np.eye(4), np.eye(4)])
+    mem = b.from_history(rgb, depth, poses, K, np.eye(4), np.stack([np.eye(4)] * latent.config.frames))
+    tok = mem.tokens[mem.mask]
+    assert tok.shape[-1] == 16 and float(tok[:, 8:].abs().max()) == 0.0 and float(tok[:, :8].abs().max()) > 0

@@ -44,6 +44,8 @@ class DemoConfig:
     threads: int | None = None
     revisit_threshold: float = 0.5
     fuse: str = "novel"  # generated frames: "novel" (only where the map has nothing yet) or "all"
+    anchor: str | None = None  # voxel-render map-anchored sampling (None: the model's default)
+    render_supersample: int | None = None  # voxel-render memory renders (None: the model's memory.json)
 
 
 def demo_house_seed(seed: int) -> int:
@@ -124,6 +126,10 @@ def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=
 
     H, T = model.config.frames, len(ep.actions)
     builder = MemoryBuilder.for_model(model)
+    if cfg.render_supersample is not None:
+        from dataclasses import replace
+
+        builder.cfg = replace(builder.cfg, render_supersample=int(cfg.render_supersample))
     if use_memory:  # the observed frames (start view first) are in the map before imagining
         memory = RolloutMemory.from_frames(builder, ep.memory_rgb, ep.memory_depth, ep.memory_poses, ep.K)
     else:
@@ -137,7 +143,8 @@ def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=
         acts = ep.actions[None, i:i + H]
         res = rollout(model, cur_rgb, cur_depth, cur_pose, ep.K, acts, memories=[memory],
                       fuse_start=False, fuse_generated=use_memory, fuse_novel_only=cfg.fuse == "novel",
-                      steps=cfg.sampling_steps, generator=g)
+                      steps=cfg.sampling_steps, generator=g,
+                      anchor=cfg.anchor if model.config.reader == "voxel-render" else None)
         rgb.append(res.rgb[0, 1:])
         depth.append(res.depth[0, 1:])
         chunk_of += [c] * acts.shape[1]
@@ -198,6 +205,10 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.fuse not in ("novel", "all"):
         raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
+    from pewm.model.config import ANCHORS
+
+    if cfg.anchor is not None and cfg.anchor not in ANCHORS:
+        raise ValueError(f"--anchor must be one of {ANCHORS}, got {cfg.anchor!r}")
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
     t_start = time.perf_counter()

@@ -34,6 +34,10 @@ def register(app: typer.Typer) -> None:
         fuse: str = typer.Option(
             "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
         ),
+        anchor: Optional[str] = typer.Option(
+            None, help="voxel-render sampling: both | latent | pixel (keep what the map covers) | none (condition only) "
+                       "[model default]"
+        ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     ) -> None:
         from pewm.cli.common import user_errors
@@ -42,4 +46,4 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around,
                                 sampling_steps=sampling_steps, model=str(model) if model else None, threads=threads,
-                                fuse=fuse))
+                                fuse=fuse, anchor=anchor))

@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
                        "[model default]"
         ),
         guidance_scale: Optional[float] = typer.Option(None, help="classifier-free guidance on the memory [model default]"),
+        render_supersample: Optional[int] = typer.Option(
+            None, help="voxel-render: render the map at N times the resolution, averaged down [model default]"
+        ),
         dinov2_weights: Optional[Path] = typer.Option(
             None, help="local DINOv2 weights directory for SRC features [fallback: colour-layout features]"
         ),
@@ -86,6 +89,6 @@ def register(app: typer.Typer) -> None:
                 seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
                 batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
                 videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
-                anchor=anchor, guidance_scale=guidance_scale,
+                anchor=anchor, guidance_scale=guidance_scale, render_supersample=render_supersample,
             )
             run_benchmark(cfg)

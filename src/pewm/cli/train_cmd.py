@@ -75,7 +75,8 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, help="dataset split to train on [train]"),
         history: Optional[int] = typer.Option(None, help="ground-truth past frames that build each clip's memory"),
         max_episodes: Optional[int] = typer.Option(None, help="use only the first N episodes of the split"),
-        features: Optional[str] = typer.Option(None, help="map feature extractor for voxel-xattn: rgb | dinov2"),
+        features: Optional[str] = typer.Option(None, help="map feature extractor for voxel-xattn: auto (the model's frozen autoencoder encoder if it has one, "
+                                "else rgb) | autoencoder | rgb | dinov2 [auto]"),
         dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (with --features dinov2)"),
         log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
         sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),

@@ -56,6 +56,7 @@ class BenchmarkConfig:
     sampling_steps: int | None = None
     guidance_scale: float | None = None  # memory CFG (None: the model's default)
     anchor: str | None = None  # map-anchored sampling for voxel-render (None: the model's default)
+    render_supersample: int | None = None  # voxel-render memory renders (None: the model's memory.json)
     revisit_threshold: float = 0.5
     dinov2_weights: str | None = None
     videos: int = 4
@@ -79,6 +80,8 @@ class BenchmarkConfig:
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
         if self.anchor is not None and self.anchor not in ANCHORS:
             raise ValueError(f"--anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if self.render_supersample is not None and self.render_supersample < 1:
+            raise ValueError(f"--render-supersample must be >= 1, got {self.render_supersample}")
         if self.guidance_scale is not None and self.guidance_scale < 0:
             raise ValueError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
         if self.fuse not in ("novel", "all"):
@@ -187,6 +190,10 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
     from pewm.rollout import RolloutMemory, rollout
 
     builder = MemoryBuilder.for_model(model)
+    if cfg.render_supersample is not None:
+        from dataclasses import replace
+
+        builder.cfg = replace(builder.cfg, render_supersample=int(cfg.render_supersample))
     out = []
     for b0 in range(0, len(episodes), cfg.batch):
         eps = episodes[b0:b0 + cfg.batch]
@@ -302,20 +309,24 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         "feature_extractor": feats.name, "model": str(resolve_model_path(cfg.model)),
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
-        "fuse": cfg.fuse, "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
+        "fuse": cfg.fuse, "anchor": cfg.anchor or main.config.diffusion.anchor,
+        "render_supersample": cfg.render_supersample or (main.memory_build or {}).get("render_supersample", 1),
+        "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
     write_results_json(out / "results.json", results, meta)  # written before the probe: nothing is lost
     md_meta = {k: v for k, v in meta.items() if k in ("dataset", "split", "seeds", "feature_extractor", "episodes",
                                                       "horizon", "revisit_frames", "novel_frames", "model",
-                                                      "mode_models", "sampling_steps", "fuse", "seconds")}
+                                                      "mode_models", "sampling_steps", "fuse", "anchor",
+                                                      "render_supersample", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
         from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
         from pewm.train.checkpoint import atomic_write_text
 
         long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling_steps=cfg.sampling_steps,
-                                        console=console, fuse=cfg.fuse)
+                                        console=console, fuse=cfg.fuse, anchor=cfg.anchor,
+                                        render_supersample=cfg.render_supersample)
         meta["long_horizon"] = long
         meta["seconds"] = time.perf_counter() - t0
         write_results_json(out / "results.json", results, meta)

@@ -18,7 +18,8 @@ from pewm.eval.metrics import match_first_visits, psnr, ssim
 
 
 def long_horizon_consistency(model, houses: int = 4, steps: int = 128, seed: int = 1000,
-                             sampling_steps: int | None = None, console=None, fuse: str = "novel") -> dict:
+                             sampling_steps: int | None = None, console=None, fuse: str = "novel",
+                             anchor: str | None = None, render_supersample: int | None = None) -> dict:
     """Run the probe in ``houses`` held-out houses; returns ``{mode: {...}}`` with ``mode`` the
     model's reader and ``none`` (the same model with an empty memory)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,7 +36,8 @@ def long_horizon_consistency(model, houses: int = 4, steps: int = 128, seed: int
                   console=console) as progress:
         task = progress.add_task("long-horizon probe", total=houses * len(modes))
         for i in range(houses):
-            cfg = DemoConfig(seed=seed + i, steps=steps, sampling_steps=sampling_steps, fuse=fuse)
+            cfg = DemoConfig(seed=seed + i, steps=steps, sampling_steps=sampling_steps, fuse=fuse, anchor=anchor,
+                             render_supersample=render_supersample)
             ep = ground_truth(cfg, res)
             match = match_first_visits(ep.poses, None)
             ret = np.nonzero(match >= 0)[0]

@@ -22,6 +22,7 @@ import torch
 
 from pewm.geometry import unproject_depth
 from pewm.memory._points import _PointBatch
+from pewm.memory._util import as_tensor, rgb_to_bchw_float
 from pewm.memory.features import FeatureExtractor
 from pewm.memory.rendering import RenderOutput
 from pewm.memory.tokens import MemoryTokens
@@ -46,11 +47,29 @@ class PersistentMapConfig:
         )
 
 
+def subsample_frames(rgb, depth, K, stride: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every ``stride``-th pixel of RGB-D frames, starting at ``stride // 2`` (one per cell of a
+    ``stride`` grid), with the intrinsics whose rays go exactly through the sampled pixels."""
+    d = as_tensor(depth, device=device, dtype=torch.float32)
+    if d.ndim == 2:
+        d = d[None]
+    o = stride // 2
+    img = rgb_to_bchw_float(rgb, device=device)
+    Kt = as_tensor(K, device=device, dtype=torch.float32).clone()
+    Kt[..., 0, 2] = (Kt[..., 0, 2] - o) / stride
+    Kt[..., 1, 2] = (Kt[..., 1, 2] - o) / stride
+    Kt[..., 0, 0] = Kt[..., 0, 0] / stride
+    Kt[..., 1, 1] = Kt[..., 1, 1] / stride
+    return img[:, :, o::stride, o::stride].contiguous(), d[:, o::stride, o::stride].contiguous(), Kt
+
+
 class PersistentMap:
     """The persistent 3D memory: ``integrate`` RGB-D frames, read ``tokens``, ``render`` views.
 
     ``extractor`` (optional) computes per-pixel features from the RGB when ``integrate`` is not
-    given ``features`` (e.g. ``make_extractor("dinov2", weights=...)``).
+    given ``features`` (e.g. ``make_extractor("dinov2", weights=...)``). An extractor with
+    ``grid_stride > 1`` and a ``grid(images, depth=)`` method (the ``autoencoder`` one) is fused
+    at its native grid: one point per cell, at the cell's sampled pixel (:func:`subsample_frames`).
     """
 
     def __init__(
@@ -94,14 +113,27 @@ class PersistentMap:
 
     def integrate(self, rgb, depth, K, cam_to_world, features=None, step=None) -> int:
         """Fuse frames into both maps (see :meth:`VoxelMap.integrate`); returns points integrated."""
-        if features is None and self.extractor is not None and rgb is not None:
-            features = self.extractor(rgb)
         if step is None:
             B = 1 if torch.as_tensor(depth).ndim == 2 else len(depth)
             step = torch.arange(self.features.frames_integrated, self.features.frames_integrated + B)
         # unproject once and share the points (and their colours) between both maps
         batch = _PointBatch.make(rgb, depth, K, cam_to_world, step, self.features.config.max_depth, self.device)
-        n = self.features._fuse(batch, features=features)
+        stride = int(getattr(self.extractor, "grid_stride", 1) or 1)
+        if features is None and self.extractor is not None and rgb is not None and stride > 1:
+            # a grid extractor (e.g. "autoencoder"): one feature per stride x stride cell, fused at
+            # the cell's sampled pixel instead of upsampled to every pixel (same voxels, a fraction
+            # of the cost; the token voxels are 0.25 m, far larger than a cell)
+            grid = self.extractor.grid(rgb, depth=depth)
+            f_rgb, f_depth, f_K = subsample_frames(rgb, depth, K, stride, self.device)
+            fbatch = _PointBatch.make(f_rgb, f_depth, f_K, cam_to_world, step, self.features.config.max_depth, self.device)
+            n = self.features._fuse(fbatch, features=grid)
+        else:
+            if features is None and self.extractor is not None and rgb is not None:
+                if getattr(self.extractor, "uses_depth", False):  # RGB-D extractors
+                    features = self.extractor(rgb, depth=depth)
+                else:
+                    features = self.extractor(rgb)
+            n = self.features._fuse(batch, features=features)
         if self.surface is not None:
             if self.surface.config.max_depth != self.features.config.max_depth:
                 batch = _PointBatch.make(rgb, depth, K, cam_to_world, step, self.surface.config.max_depth, self.device)

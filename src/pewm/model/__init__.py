@@ -16,6 +16,7 @@ from pewm.model.memory_readers import (
     build_reader,
     register_reader,
 )
+from pewm.model import map_features as _map_features  # noqa: F401  (registers the "autoencoder" extractor)
 from pewm.model.normalization import denormalize_depth, denormalize_rgb, normalize_depth, normalize_rgb
 from pewm.model.world_model import ClipBatch, Generation, WorldModel, relative_poses
 

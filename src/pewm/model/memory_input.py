@@ -217,7 +217,8 @@ def stack_memory(items: list[MemoryInput]) -> MemoryInput:
 class MemoryBuildConfig:
     """How a clip's memory is built from its ground-truth history (§4 "Training").
 
-    ``extractor``: feature extractor of the token map (``rgb`` by default; ``dinov2`` needs
+    ``extractor``: feature extractor of the token map (``auto`` by default: the model's frozen
+    autoencoder encoder, ``autoencoder``, for a latent model, else ``rgb``; ``dinov2`` needs
     ``extractor_kwargs={"weights": DIR}``); ``feature_voxel``: the token map's voxel (the paper's
     0.25 x 0.25 x 1 m); ``surface_voxel``: the rendering map's voxel (``voxel-render``);
     ``max_depth``: depth beyond this is not fused; ``frames_depth_test``: occlusion-aware frame
@@ -225,7 +226,7 @@ class MemoryBuildConfig:
     many times the model's resolution, averaged down (anti-aliasing; :func:`rendered_input`).
     """
 
-    extractor: str = "rgb"
+    extractor: str = "auto"
     extractor_kwargs: dict = field(default_factory=dict)
     feature_voxel: tuple[float, float, float] = (0.25, 0.25, 1.0)
     surface_voxel: float = 0.05
@@ -248,6 +249,14 @@ class MemoryBuildConfig:
         return cls(**d)
 
 
+def resolve_extractor(name: str, autoencoder=None) -> str:
+    """``"auto"``: the model's frozen autoencoder encoder (``"autoencoder"``) when it has one (the
+    learned default for CPU training), else ``"rgb"``; other names pass unchanged."""
+    if name != "auto":
+        return name
+    return "autoencoder" if autoencoder is not None else "rgb"
+
+
 class MemoryBuilder:
     """Builds the :class:`MemoryInput` of ``model_cfg.reader`` from a clip's history frames.
 
@@ -258,14 +267,23 @@ class MemoryBuilder:
     """
 
     def __init__(self, model_cfg: ModelConfig, cfg: MemoryBuildConfig | None = None,
-                 extractor: FeatureExtractor | None = None, device="cpu"):
+                 extractor: FeatureExtractor | None = None, device="cpu", autoencoder=None):
         self.model_cfg = model_cfg
         self.cfg = cfg or MemoryBuildConfig()
         self.device = torch.device(device)
         self.reader = model_cfg.reader
         self._extractor = extractor
+        self.extractor_name = extractor.name if extractor is not None else resolve_extractor(self.cfg.extractor, autoencoder)
         if self.reader == "voxel-xattn" and self._extractor is None:
-            self._extractor = make_extractor(self.cfg.extractor, **self.cfg.extractor_kwargs)
+            kw = dict(self.cfg.extractor_kwargs)
+            if self.extractor_name == "autoencoder" and "weights" not in kw and "config" not in kw:
+                if autoencoder is None:
+                    raise ValueError(
+                        "the autoencoder feature extractor needs the model's autoencoder (MemoryBuilder.for_model) "
+                        "or extractor_kwargs={'weights': MODEL_DIR}"
+                    )
+                kw.update(autoencoder=autoencoder, depth_range=(model_cfg.depth_min, model_cfg.depth_max))
+            self._extractor = make_extractor(self.extractor_name, **kw)
         if self._extractor is not None and self._extractor.dim > model_cfg.memory_dim:
             raise ValueError(
                 f"feature extractor {self._extractor.name!r} has {self._extractor.dim} channels, more than "
@@ -278,7 +296,15 @@ class MemoryBuilder:
         (saved with the model by stage-2 training) or the defaults; ``config`` overrides the model's
         config (e.g. another reader)."""
         mb = getattr(model, "memory_build", None)
-        return cls(config or model.config, MemoryBuildConfig.from_dict(mb) if mb else None, device=device)
+        return cls(config or model.config, MemoryBuildConfig.from_dict(mb) if mb else None, device=device,
+                   autoencoder=getattr(model, "autoencoder", None))
+
+    def resolved_config(self) -> MemoryBuildConfig:
+        """This builder's settings with ``extractor="auto"`` replaced by the extractor it uses
+        (what training saves with the model as ``memory.json``)."""
+        from dataclasses import replace
+
+        return replace(self.cfg, extractor=self.extractor_name)
 
     def new_map(self) -> PersistentMap:
         """An empty map with the parts this reader needs (features for tokens, surface for renders)."""

@@ -66,6 +66,18 @@ class Generation:
     poses: torch.Tensor
 
 
+def _write_json(path: Path, content) -> None:
+    """Write JSON atomically (temp file + rename; nothing half-written is left behind)."""
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(content, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def relative_poses(poses: torch.Tensor) -> torch.Tensor:
     """``(B, F, 4, 4)`` camera-to-world -> poses relative to frame 0 (``inv(T_0) @ T_i``), float32."""
     T = poses.double()
@@ -424,14 +436,7 @@ class WorldModel(nn.Module):
                 os.unlink(tmp)
         files = [(CONFIG_NAME, meta)] + ([(MEMORY_BUILD_NAME, self.memory_build)] if self.memory_build else [])
         for name, content in files:
-            fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=d)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(content, f, indent=2, sort_keys=True)
-                os.replace(tmp, d / name)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            _write_json(d / name, content)
         return d
 
     def save_reader(self, directory, dtype: torch.dtype | None = None) -> Path:
@@ -453,6 +458,8 @@ class WorldModel(nn.Module):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if self.memory_build:  # how this reader's memories were built (e.g. its feature extractor)
+            _write_json(d / f"{self.config.reader}.{MEMORY_BUILD_NAME}", self.memory_build)
         return d / f"{self.config.reader}.safetensors"
 
     @staticmethod
@@ -507,6 +514,7 @@ class WorldModel(nn.Module):
         model = cls(cfg)
         own = model.state_dict()
         adapter = d / READERS_DIR / f"{cfg.reader}.safetensors"
+        reader_build = None
         if switch and adapter.is_file():  # trained memory blocks of another reader over the same backbone
             try:
                 extra = load_file(str(adapter), device=str(map_location))
@@ -517,6 +525,7 @@ class WorldModel(nn.Module):
                 raise ValueError(f"{adapter}: does not hold the {cfg.reader!r} reader of this model's architecture")
             state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)} | extra
             switch = False
+            reader_build = d / READERS_DIR / f"{cfg.reader}.{MEMORY_BUILD_NAME}"
         if switch:
             state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)}
             own = {k: v for k, v in own.items() if not k.startswith(READER_PREFIX)}
@@ -537,7 +546,11 @@ class WorldModel(nn.Module):
             raise ValueError(f"{path} does not match its config.json: " + "; ".join(parts))
         model.load_state_dict(state, strict=not switch)
         mb = d / MEMORY_BUILD_NAME
-        if mb.is_file():
+        if reader_build is not None and reader_build.is_file():
+            mb = reader_build  # the extra reader's own memory settings
+        elif reader is not None and reader != cls.load_config(d).reader:
+            mb = None  # another reader: its memories are not built like the main model's
+        if mb is not None and mb.is_file():
             try:
                 model.memory_build = json.loads(mb.read_text())
             except json.JSONDecodeError as e:

@@ -204,9 +204,10 @@ class Trainer:
         model.denoiser.run_memory_blocks = cfg.stage == "memory"  # exact: the memory gates stay 0 before
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.builder = MemoryBuilder(self.model_cfg, cfg.memory) if cfg.stage == "memory" else None
+        self.builder = MemoryBuilder(self.model_cfg, cfg.memory, autoencoder=model.autoencoder) \
+            if cfg.stage == "memory" else None
         if cfg.stage == "memory":  # saved with the model: evaluation builds memories the same way
-            model.memory_build = cfg.memory.to_dict()
+            model.memory_build = self.builder.resolved_config().to_dict()
         self.ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
