@@ -195,3 +195,24 @@ def test_extended_index_rejects_a_smaller_map():
     idx = _BlockIndex(np.random.default_rng(0).random((50, 3)).astype(np.float32))
     with pytest.raises(ValueError, match="fewer"):
         idx.extended(np.zeros((10, 3), np.float32))
+
+
+def test_extended_index_spheres_still_hold_points_moved_within_their_voxel():
+    """Mean surface points move inside their voxel as observations arrive; the kept blocks'
+    spheres are padded by the voxel diagonal, so culling never drops a moved point."""
+    from pewm.memory.rendering import _BlockIndex
+
+    rng = np.random.default_rng(0)
+    P = (rng.random((2000, 3)) * 4).astype(np.float32)
+    voxel = 0.05
+    diag = float(np.sqrt(3) * voxel)
+    moved = P + (rng.normal(size=P.shape) * voxel).clip(-voxel, voxel).astype(np.float32) * 0.99
+
+    def contained(idx):
+        pts = idx.pT.T
+        block = np.repeat(np.arange(len(idx.starts)), idx.lengths)
+        return np.linalg.norm(pts - idx.centers[block], axis=1) <= idx.radii[block] + 1e-6
+
+    grown = np.concatenate([moved, (rng.random((300, 3)) * 4).astype(np.float32)])
+    assert contained(_BlockIndex(P, pad=diag).extended(grown)).all()
+    assert not contained(_BlockIndex(P, pad=0.0).extended(grown)).all(), "without the pad some points escape"

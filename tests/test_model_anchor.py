@@ -104,8 +104,12 @@ def test_latent_anchor_fixes_fully_covered_cells():
     m.diffusion.sample = spy
     m.generate(rgb, depth, pose, K, anchor="latent", generator=torch.Generator().manual_seed(1), **kw)
     enc = m.encode_memory(mem).rendered_latent
-    cells = enc[:, :, -1:] >= 1.0 - 1e-6  # latent cells the render covers completely
-    assert bool(cells.any()) and not bool(cells.all())
+    full = enc[:, :, -1:] >= 1.0 - 1e-6  # latent cells the render covers completely ...
+    # ... whose neighbours it covers completely too (the encoder sees past a cell's edge)
+    cells = full.clone()
+    cells[..., 1:] &= full[..., :-1]
+    cells[..., :-1] &= full[..., 1:]
+    assert bool(cells.any()) and not bool(cells.all()) and not torch.equal(cells, full)
     torch.testing.assert_close(seen["known"], enc[:, :, :-1])
     assert torch.equal(seen["known_mask"].bool(), cells)
     out, known = seen["out"], seen["known"]
@@ -148,24 +152,90 @@ def test_model_default_anchor_comes_from_the_config():
     assert torch.equal(explicit.rgb, default.rgb)
 
 
-def test_render_supersample_antialiases_and_keeps_a_flat_wall():
+def test_render_supersample_antialiases_edges_and_keeps_depths_real():
     from pewm.memory import PersistentMap, PersistentMapConfig, VoxelMapConfig
-    from pewm.model.memory_input import rendered_input
+    from pewm.model.memory_input import MemoryBuildConfig, MemoryBuilder, rendered_input
 
     cfg = from_preset("micro", reader="voxel-render")
     h, w = cfg.image_height, cfg.image_width
     K = torch.tensor(intrinsics_from_fov(w, h, 90.0).matrix, dtype=torch.float32)
     pose = torch.eye(4)
-    pmap = PersistentMap(PersistentMapConfig(surface=VoxelMapConfig.surface(0.05)))
-    big = 64  # a fronto-parallel wall 2 m ahead, fused densely
+    big = 64  # seen densely: a far wall (3 m) with a near box (1.5 m) in front of its left half
     Kb = torch.tensor(intrinsics_from_fov(big, big, 90.0).matrix, dtype=torch.float32)
     rgb = np.full((1, big, big, 3), (200, 100, 50), np.uint8)
-    pmap.integrate(rgb, torch.full((1, big, big), 2.0), Kb, pose[None])
+    depth = torch.full((1, big, big), 3.0)
+    rgb[:, :, : big // 2 - 3] = (20, 180, 220)
+    depth[:, :, : big // 2 - 3] = 1.5
+    pmap = PersistentMap(PersistentMapConfig(surface=VoxelMapConfig.surface(0.05)))
+    pmap.integrate(rgb, depth, Kb, pose[None])
     one = rendered_input(pmap, K, pose[None], cfg, 1).rendered[0, 0]
     two = rendered_input(pmap, K, pose[None], cfg, 2).rendered[0, 0]
     for r in (one, two):
         assert bool(r[4].bool().all())
-        torch.testing.assert_close(r[:3].mean((1, 2)), torch.tensor([200, 100, 50]) / 255.0, atol=1e-2, rtol=0)
-        assert float((r[3] - 2.0).abs().max()) < 0.05
+        d = r[3]
+        # every depth is one of the two surfaces (within a voxel), never a blend across the edge
+        assert bool(((d - 1.5).abs().lt(0.06) | (d - 3.0).abs().lt(0.1)).all())
+    diff = (one[:3] - two[:3]).abs().amax(0) > 1e-3
+    cols = diff.any(0).nonzero().flatten()
+    assert len(cols) > 0, "supersampling changes the edge"
+    edge = (big // 2 - 3) * w / big
+    assert float((cols.float() - edge).abs().max()) <= 3, (cols, edge)
+    # the builder renders with its memory settings
+    b = MemoryBuilder(cfg, MemoryBuildConfig(render_supersample=2))
+    torch.testing.assert_close(b.from_map(pmap, pose, pose[None], K).rendered[0, 0], two)
     with pytest.raises(ValueError, match="supersample"):
         rendered_input(pmap, K, pose[None], cfg, 0)
+    with pytest.raises(ValueError, match="render_supersample"):
+        MemoryBuildConfig(render_supersample=0)
+
+
+def test_known_cells_are_renoised_to_the_next_timestep(monkeypatch):
+    """Between DDIM steps the known region is the known value noised to the timestep the model
+    sees next (RePaint), not only replaced at the end."""
+    import pewm.model.diffusion as D
+
+    cfg = from_preset("micro")
+    calls = []
+    make = D.make_scheduler
+
+    def spying(c):
+        sched = make(c)
+        add = sched.add_noise
+
+        def add_noise(x, noise, t):
+            calls.append(int(t.reshape(-1)[0]))
+            return add(x, noise, t)
+
+        sched.add_noise = add_noise
+        return sched
+
+    monkeypatch.setattr(D, "make_scheduler", spying)
+    seen = []
+
+    class Record:
+        def __init__(self):
+            self.cfg = cfg
+
+        def __call__(self, x_t, t, cond):
+            seen.append((int(t[0]), x_t[..., :5].clone()))
+            return torch.zeros_like(x_t)
+
+    class Cond:
+        current = torch.zeros(1, 4, cfg.image_height, cfg.image_width)
+
+        def drop_memory(self, keep):
+            return self
+
+    shape = (1, cfg.frames, 4, cfg.image_height, cfg.image_width)
+    known = torch.full(shape, 0.5)
+    mask = torch.zeros(shape)
+    mask[..., :5] = 1.0
+    diff = VDiffusion(cfg.diffusion)
+    diff.sample(Record(), Cond(), steps=4, generator=torch.Generator().manual_seed(0), known=known, known_mask=mask)
+    ts = [t for t, _ in seen]
+    assert calls == ts[1:], (calls, ts)
+    alphas = diff.train_scheduler.alphas_cumprod
+    for t, x in seen[1:]:  # the model sees the known cells at exactly its noise level
+        a = float(alphas[t])
+        resid = (x - a ** 0.5 * 0.5) / (1 - a) ** 0.5
+        assert abs(float(resid.mean())) < 0.2 and abs(float(resid.std()) - 1.0) < 0.2, (t, resid.mean(), resid.std())

@@ -171,3 +171,12 @@ def test_extra_readers_keep_their_own_memory_settings(tmp_path):
     assert WorldModel.from_pretrained(d, reader="voxel-xattn").memory_build == {"extractor": "autoencoder"}
     assert WorldModel.from_pretrained(d).memory_build == {"extractor": "rgb", "render_supersample": 2}
     assert WorldModel.from_pretrained(d, reader="voxel-render").memory_build["render_supersample"] == 2
+
+    # reader weights saved before per-reader settings existed: built like the main model, as trained
+    (d / "readers" / "voxel-xattn.memory.json").unlink()
+    assert WorldModel.from_pretrained(d, reader="voxel-xattn").memory_build["extractor"] == "rgb"
+    # saving a reader without settings removes stale ones
+    xattn.memory_build = None
+    (d / "readers" / "voxel-xattn.memory.json").write_text("{}")
+    xattn.save_reader(d)
+    assert not (d / "readers" / "voxel-xattn.memory.json").exists()

@@ -194,6 +194,8 @@ def test_auto_extractor_is_the_frozen_autoencoder_of_a_latent_model():
     assert MemoryBuilder(latent.config, MemoryBuildConfig(extractor="rgb")).extractor_name == "rgb"
     with pytest.raises(ValueError, match="needs the model's autoencoder"):
         MemoryBuilder(latent.config, MemoryBuildConfig(extractor="autoencoder"))
+    with pytest.raises(ValueError, match="chosen by extractor='auto'.*for_model"):
+        MemoryBuilder(latent.config)  # never silently colour for a latent model
     # a memory built with it: 8 feature channels, zero-padded to memory_dim
     rgb = np.random.default_rng(0).integers(0, 255, (2, 16, 16, 3), dtype=np.uint8)
     depth = np.full((2, 16, 16), 2.0, np.float32)

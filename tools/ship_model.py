@@ -40,8 +40,7 @@ def main() -> None:
         model.config.diffusion.anchor = args.anchor
         model.config.diffusion.validate()
     if args.render_supersample is not None:
-        build = MemoryBuildConfig.from_dict(model.memory_build or {})
-        build.render_supersample = args.render_supersample
+        build = MemoryBuildConfig.from_dict({**(model.memory_build or {}), "render_supersample": args.render_supersample})
         model.memory_build = build.to_dict()
     out = MODELS_DIR / args.name
     tmp = out.with_name(out.name + ".tmp")

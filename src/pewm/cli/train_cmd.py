@@ -107,6 +107,10 @@ def register(app: typer.Typer) -> None:
                 if features is not None:
                     mem["extractor"] = features
                 if dinov2_weights is not None:
+                    if features is None:
+                        mem["extractor"] = "dinov2"  # giving DINOv2 weights asks for DINOv2 features
+                    elif features != "dinov2":
+                        raise ValueError(f"--dinov2-weights is only for --features dinov2, not --features {features}")
                     mem["extractor_kwargs"] = {"weights": str(dinov2_weights)}
                 if mem["extractor"] == "dinov2" and "weights" not in mem["extractor_kwargs"]:
                     raise ValueError("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")

@@ -303,14 +303,15 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
             per_seed.append(by_mode)
             masks.append(revisit)
     results = aggregate(per_seed, masks)
+    render_model = models.get("voxel-render", main)  # its sampling settings are the ones reported
     meta = {
         "dataset": str(cfg.data), "split": cfg.split, "episodes": len(episodes), "seeds": cfg.seeds,
         "horizon": cfg.horizon, "revisit_frames": n_rev, "novel_frames": n_all - n_rev,
         "feature_extractor": feats.name, "model": str(resolve_model_path(cfg.model)),
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
-        "fuse": cfg.fuse, "anchor": cfg.anchor or main.config.diffusion.anchor,
-        "render_supersample": cfg.render_supersample or (main.memory_build or {}).get("render_supersample", 1),
+        "fuse": cfg.fuse, "anchor": cfg.anchor or render_model.config.diffusion.anchor,
+        "render_supersample": cfg.render_supersample or (render_model.memory_build or {}).get("render_supersample", 1),
         "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0

@@ -145,8 +145,9 @@ def rendered_input(pmap: PersistentMap, K, target_poses, model_cfg: ModelConfig,
     resolution (``K`` already scaled to it): ``(1, H, 5, h, w)`` = RGB [0, 1], depth (m), coverage.
 
     ``supersample`` ``s > 1`` renders at ``s`` times the resolution and averages each ``s x s``
-    block over its covered sub-pixels (anti-aliased edges); a pixel counts as covered when at
-    least half of its sub-pixels are."""
+    block's colour over its covered sub-pixels (anti-aliased edges) and its depth over the covered
+    sub-pixels on the nearest surface (within the render's blend tolerance; no depth between a
+    foreground and a background); a pixel counts as covered when at least half of its sub-pixels are."""
     h, w = model_cfg.image_height, model_cfg.image_width
     T = _poses(target_poses).float()
     s = int(supersample)
@@ -163,9 +164,15 @@ def rendered_input(pmap: PersistentMap, K, target_poses, model_cfg: ModelConfig,
         img, depth = out.image.float().clamp(0, 1), out.depth.float()
         if s > 1:
             frac = F.avg_pool2d(cov[:, None], s)
-            norm = frac.clamp_min(1e-6)
-            img = F.avg_pool2d(img * cov[:, None], s) / norm
-            depth = (F.avg_pool2d((depth * cov)[:, None], s) / norm)[:, 0]
+            img = F.avg_pool2d(img * cov[:, None], s) / frac.clamp_min(1e-6)
+            # depth is not averaged across an edge (that depth exists nowhere): the sub-pixels
+            # within the render's blend tolerance of the nearest one are averaged
+            inf = torch.full_like(depth, float("inf"))
+            near = -F.max_pool2d(-torch.where(cov > 0, depth, inf)[:, None], s)
+            near_up = near.repeat_interleave(s, -2).repeat_interleave(s, -1)[:, 0]
+            c = pmap.surface.config
+            front = ((cov > 0) & (depth <= near_up + c.blend_tol_abs + c.blend_tol_rel * near_up)).float()
+            depth = (F.avg_pool2d((depth * front)[:, None], s) / F.avg_pool2d(front[:, None], s).clamp_min(1e-6))[:, 0]
             cov = (frac[:, 0] >= 0.5).float()
         r = torch.cat([img * cov[:, None], (depth * cov)[:, None], cov[:, None]], 1)
     return MemoryInput(rendered=r.cpu()[None])
@@ -234,6 +241,12 @@ class MemoryBuildConfig:
     frames_depth_test: bool = False
     render_supersample: int = 1
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.render_supersample, int) or isinstance(self.render_supersample, bool) or (
+            self.render_supersample < 1
+        ):
+            raise ValueError(f"MemoryBuildConfig.render_supersample must be an integer >= 1, got {self.render_supersample!r}")
+
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -249,12 +262,13 @@ class MemoryBuildConfig:
         return cls(**d)
 
 
-def resolve_extractor(name: str, autoencoder=None) -> str:
-    """``"auto"``: the model's frozen autoencoder encoder (``"autoencoder"``) when it has one (the
-    learned default for CPU training), else ``"rgb"``; other names pass unchanged."""
+def resolve_extractor(name: str, autoencoder_config=None) -> str:
+    """``"auto"``: the model's frozen autoencoder encoder (``"autoencoder"``) when the model has one
+    (``ModelConfig.autoencoder``; the learned default for CPU training), else ``"rgb"``; other
+    names pass unchanged."""
     if name != "auto":
         return name
-    return "autoencoder" if autoencoder is not None else "rgb"
+    return "autoencoder" if autoencoder_config is not None else "rgb"
 
 
 class MemoryBuilder:
@@ -273,20 +287,23 @@ class MemoryBuilder:
         self.device = torch.device(device)
         self.reader = model_cfg.reader
         self._extractor = extractor
-        self.extractor_name = extractor.name if extractor is not None else resolve_extractor(self.cfg.extractor, autoencoder)
+        self.extractor_name = extractor.name if extractor is not None else resolve_extractor(
+            self.cfg.extractor, model_cfg.autoencoder)
         if self.reader == "voxel-xattn" and self._extractor is None:
             kw = dict(self.cfg.extractor_kwargs)
             if self.extractor_name == "autoencoder" and "weights" not in kw and "config" not in kw:
                 if autoencoder is None:
+                    how = "chosen by extractor='auto' for this latent model" if self.cfg.extractor == "auto" else "asked for"
                     raise ValueError(
-                        "the autoencoder feature extractor needs the model's autoencoder (MemoryBuilder.for_model) "
-                        "or extractor_kwargs={'weights': MODEL_DIR}"
+                        f"the autoencoder feature extractor ({how}) needs the model's autoencoder: build memories "
+                        "with MemoryBuilder.for_model(model), or pass extractor_kwargs={'weights': MODEL_DIR}"
                     )
                 kw.update(autoencoder=autoencoder, depth_range=(model_cfg.depth_min, model_cfg.depth_max))
             self._extractor = make_extractor(self.extractor_name, **kw)
         if self._extractor is not None and self._extractor.dim > model_cfg.memory_dim:
+            auto = " (chosen by extractor='auto'; pass --features rgb to use colour)" if self.cfg.extractor == "auto" else ""
             raise ValueError(
-                f"feature extractor {self._extractor.name!r} has {self._extractor.dim} channels, more than "
+                f"feature extractor {self._extractor.name!r}{auto} has {self._extractor.dim} channels, more than "
                 f"the model's memory_dim={model_cfg.memory_dim}"
             )
 

@@ -402,12 +402,21 @@ class WorldModel(nn.Module):
             return "none"  # nothing to anchor to (no memory given)
         return anchor
 
+    ANCHOR_ERODE = True  # latent anchoring keeps only cells whose 3x3 neighbourhood is covered
+
     def _latent_anchor(self, mem: MemoryInput | None) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        """Known latents and mask of the cells the render covers completely."""
+        """Known latents and mask of the cells the render covers completely (and, with
+        ``ANCHOR_ERODE``, whose neighbours it covers completely too)."""
         if mem is None or mem.rendered_latent is None:
             return None, None
         z, cov = mem.rendered_latent[:, :, :-1], mem.rendered_latent[:, :, -1:]
-        mask = (cov >= 1.0 - 1e-6).to(z.dtype)
+        full = (cov >= 1.0 - 1e-6).to(z.dtype)
+        # the encoder sees a few pixels past each cell, so a covered cell next to an uncovered one
+        # holds part of the zero fill: keep only cells whose 3x3 neighbourhood is covered too
+        mask = full
+        if self.ANCHOR_ERODE:
+            inner = -torch.nn.functional.max_pool2d(-full.flatten(0, 1), 3, stride=1, padding=1)
+            mask = inner.reshape(full.shape) * full
         if not bool(mask.any()):
             return None, None
         return z, mask
@@ -458,8 +467,11 @@ class WorldModel(nn.Module):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        build = d / f"{self.config.reader}.{MEMORY_BUILD_NAME}"
         if self.memory_build:  # how this reader's memories were built (e.g. its feature extractor)
-            _write_json(d / f"{self.config.reader}.{MEMORY_BUILD_NAME}", self.memory_build)
+            _write_json(build, self.memory_build)
+        elif build.exists():
+            build.unlink()  # not another reader's leftover settings
         return d / f"{self.config.reader}.safetensors"
 
     @staticmethod
@@ -548,8 +560,9 @@ class WorldModel(nn.Module):
         mb = d / MEMORY_BUILD_NAME
         if reader_build is not None and reader_build.is_file():
             mb = reader_build  # the extra reader's own memory settings
-        elif reader is not None and reader != cls.load_config(d).reader:
-            mb = None  # another reader: its memories are not built like the main model's
+        elif reader is not None and reader != cls.load_config(d).reader and reader_build is None:
+            mb = None  # another reader without trained weights: default memory settings
+        # (reader weights saved without their own memory.json: the main one, as they were trained)
         if mb is not None and mb.is_file():
             try:
                 model.memory_build = json.loads(mb.read_text())

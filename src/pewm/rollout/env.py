@@ -36,7 +36,7 @@ class WorldModelEnv(gym.Env):
     and episodes never end (a task wrapper adds both). ``K``: the camera at the model's
     resolution (default: 90 degree vertical field of view); ``steps``/``guidance_scale``/``anchor``:
     sampling settings of :meth:`WorldModel.generate`; ``seed`` seeds the sampling noise (``reset(seed=...)``
-    reseeds it); ``builder`` builds the memories (default ``MemoryBuilder(model.config)``).
+    reseeds it); ``builder`` builds the memories (default ``MemoryBuilder.for_model(model)``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}

@@ -248,7 +248,7 @@ def rollout(
     ``actions`` ``(B, T)`` (or ``(T,)`` for every rollout), any ``T >= 1``.
 
     ``memories``: one :class:`RolloutMemory` per rollout, updated in place (pass ``m.copy()`` to
-    keep one); None = empty memories from ``builder`` (default ``MemoryBuilder(model.config)``).
+    keep one); None = empty memories from ``builder`` (default ``MemoryBuilder.for_model(model)``).
     ``fuse_start`` fuses the start frame before the first chunk; ``fuse_generated=False`` is the
     ablation where the map is never updated by generated frames; ``fuse_novel_only`` (default)
     fuses a generated frame only where the map's render does not cover it yet ("imagined once,

@@ -113,7 +113,7 @@ def check_init_compatible(init_cfg: ModelConfig, want: ModelConfig, where) -> No
     diff = sorted(k for k in b if k not in _INIT_FREE_FIELDS and k != "diffusion" and a.get(k) != b[k])
     diff += sorted(
         f"diffusion.{k}" for k in b["diffusion"]
-        if k not in ("sampling_steps", "guidance_scale") and a["diffusion"].get(k) != b["diffusion"][k]
+        if k not in ("sampling_steps", "guidance_scale", "anchor") and a["diffusion"].get(k) != b["diffusion"][k]
     )
     if diff:
         parts = ", ".join(
