@@ -37,6 +37,18 @@ from pewm.model.memory_readers import MemoryInput
 VOXEL_READERS = ("voxel-xattn", "voxel-render")
 
 
+def close_holes(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """Morphological closing of a ``(N, h, w)`` bool mask with a ``(2 px + 1)`` square: gaps up to
+    ``2 px`` pixels wide inside the mask are filled, its outer border does not move."""
+    if px <= 0:
+        return mask
+    k = 2 * px + 1
+    m = mask.float()[:, None]
+    grown = torch.nn.functional.max_pool2d(m, k, stride=1, padding=px)
+    closed = -torch.nn.functional.max_pool2d(-grown, k, stride=1, padding=px)
+    return (closed[:, 0] > 0.5) | mask
+
+
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -138,6 +150,10 @@ class RolloutMemory:
         return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
 
     # -- Algorithm 1: fuse -----------------------------------------------------------------------
+    # novel-only fusion: gaps of up to this many pixels inside the render's coverage (far surfaces
+    # sampled sparsely) are not novel; imagined points fused there sat in front of mapped walls
+    NOVEL_HOLE_PX = 2
+
     def add(self, rgb, depth, poses, K, novel_only: bool = False) -> None:
         """Fuse frames (Algorithm 1: unproject the RGB-D at its poses and fuse into the map).
 
@@ -145,9 +161,9 @@ class RolloutMemory:
         ``(N, 4, 4)`` camera-to-world, ``K`` :class:`Intrinsics` or ``(3, 3)`` for these frames.
 
         ``novel_only`` ("imagined once, then remembered"; used for generated frames): frames are
-        fused one by one, each only where the map's surface render at its pose has no coverage, so
-        an imagined view never overwrites or occludes what the map already holds (observed or
-        imagined earlier). Needs the surface map (``voxel-render``); otherwise everything is fused.
+        fused one by one, each only where the map's surface render at its pose has no coverage (gaps
+        of up to ``2 * NOVEL_HOLE_PX`` pixels inside the coverage count as covered), so an imagined
+        view never overwrites or occludes what the map already holds (observed or imagined earlier). Needs the surface map (``voxel-render``); otherwise everything is fused.
         """
         if novel_only and self._pmap is not None and self._pmap.surface is not None:
             rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
@@ -157,7 +173,8 @@ class RolloutMemory:
                 d = depth_a[i:i + 1].clone()
                 if len(self._pmap.surface):
                     covered = self._pmap.render(Kt, poses_a[i:i + 1].float(), h, w).mask.cpu()
-                    d[covered.reshape(d.shape)] = 0.0  # invalid depth is not fused
+                    covered = close_holes(covered.reshape(d.shape), self.NOVEL_HOLE_PX)
+                    d[covered] = 0.0  # invalid depth is not fused
                 self.add(rgb_a[i:i + 1], d, poses_a[i:i + 1], K64)
             return
         rgb, depth_t, poses_t, K64 = _as_frames(rgb, depth, poses, K)
