@@ -366,3 +366,21 @@ def test_novel_only_fusion_never_overwrites_what_the_map_holds():
     grown = base.copy()
     grown.add(rgb, depth, turned, K, novel_only=True)
     assert len(grown.pmap.surface) > n_surface
+
+
+def test_close_holes_fills_gaps_inside_coverage_but_keeps_its_border():
+    from pewm.rollout.memory_state import close_holes
+
+    m = torch.zeros(1, 16, 16, dtype=torch.bool)
+    m[:, 4:12, 4:12] = True
+    m[:, 7, 7] = m[:, 8, 6:10] = False  # sparse-sampling gaps (1 and up to 4 pixels)
+    out = close_holes(m, 2)
+    assert bool(out[:, 4:12, 4:12].all()), "gaps inside the coverage are filled"
+    assert not bool(out[:, :4].any()) and not bool(out[:, :, 12:].any()), "the border does not grow"
+    edge = torch.zeros(1, 16, 16, dtype=torch.bool)
+    edge[:, :, 2:8] = True  # 2 pixels from the image edge: that strip counts as covered
+    assert bool(close_holes(edge, 2)[:, :, :8].all()) and not bool(close_holes(edge, 2)[:, :, 8:].any())
+    assert torch.equal(close_holes(m, 0), m)
+    wide = torch.zeros(1, 12, 12, dtype=torch.bool)
+    wide[:, :, :3] = wide[:, :, 9:] = True  # a 6-pixel gap: a real unseen region, kept novel
+    assert not bool(close_holes(wide, 2)[:, :, 4:8].any())

@@ -39,7 +39,9 @@ VOXEL_READERS = ("voxel-xattn", "voxel-render")
 
 def close_holes(mask: torch.Tensor, px: int) -> torch.Tensor:
     """Morphological closing of a ``(N, h, w)`` bool mask with a ``(2 px + 1)`` square: gaps up to
-    ``2 px`` pixels wide inside the mask are filled, its outer border does not move."""
+    ``2 px`` pixels wide inside the mask are filled, and so are strips up to ``px`` pixels wide
+    between the mask and the image edge (outside the image counts as covered); the mask's border
+    towards larger uncovered regions does not move."""
     if px <= 0:
         return mask
     k = 2 * px + 1
