@@ -5,8 +5,11 @@ Measures: points integrated per second (feature grid, fine surface grid, both), 
 500 steps of one trajectory in one house (look around first: 24 turns of 15 degrees; then a scripted
 walk that stays within 2 m of the start; the benchmark checks and records that every pose stays in the
 start room, the only room the look-around sees), plus the same ratio for room-restricted planned
-trajectories (``pewm.sim.trajectories.plan_actions`` on the start room's free space) in 3 houses, and
-where the new surface voxels lie (start room vs rooms only glimpsed through doors).
+trajectories (``pewm.sim.trajectories.plan_actions`` on the start room's free space) in 3 houses,
+where the new surface voxels lie (start room vs rooms only glimpsed through doors), and the ratio
+for a first full look-around of the whole house (``plan_house_tour``: a 360-degree turn in every
+room) followed by 500 steps of shortest paths between random goals, which can only pass through
+rooms the tour has seen.
 Integration is timed ``--reps`` times (median reported, every run kept in the JSON).
 
     python benchmarks/memory_throughput.py [--steps 500] [--out benchmarks/results/memory_throughput.json]
@@ -88,6 +91,39 @@ def collect_in_room(steps: int, seed: int, kind: str = "loop", resolution: int =
     K = env.intrinsics.matrix
     env.close()
     return np.stack(rgb), np.stack(depth), np.stack(poses), K, room, sorted(r for r in rooms if r is not None)
+
+
+def collect_house_tour(steps: int, seed: int, resolution: int = 64):
+    """``plan_house_tour`` (a look-around in every reachable room), then ``steps`` actions of
+    ``plan_actions("shortest")`` over the whole house. Returns frames, the tour length (frames) and
+    the rooms toured / visited by the walk."""
+    from pewm.sim import EmbodiedEnv, SimConfig
+    from pewm.sim.trajectories import TrajectoryConfig, plan_actions, plan_house_tour
+
+    env = EmbodiedEnv(SimConfig(resolution=resolution, max_steps=10_000))
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    tour, toured = plan_house_tour(env.free_space, env.house, env.state, rng)
+    rgb, depth, poses = [obs["rgb"]], [obs["depth"]], [obs["pose"]]
+    walk_rooms: set = set()
+
+    def run(actions, rooms=None):
+        for a in actions:
+            o, _, _, _, info = env.step(a)
+            rgb.append(o["rgb"])
+            depth.append(o["depth"])
+            poses.append(o["pose"])
+            if rooms is not None and info["room"] is not None:
+                rooms.add(info["room"])
+
+    run(tour)
+    cfg = TrajectoryConfig(look_around_prob=0.0)
+    run(plan_actions(env.free_space, env.state, "shortest", steps, rng, cfg=cfg), walk_rooms)
+    K = env.intrinsics.matrix
+    n_rooms = len(env.house.rooms)
+    env.close()
+    return (np.stack(rgb), np.stack(depth), np.stack(poses), K, len(tour) + 1,
+            {"rooms": n_rooms, "toured": sorted(toured), "walk_visited": sorted(walk_rooms)})
 
 
 def size_ratio(rgb, depth, poses, K, batch: int, look: int = 24) -> tuple[float, PersistentMap, int]:
@@ -213,6 +249,15 @@ def main() -> None:
         rr, rpm, _ = size_ratio(r_rgb, r_depth, r_poses, r_K, args.batch)
         room_runs.append({"seed": seed, "start_room": room, "rooms_visited": visited, "ratio": rr, "bytes": rpm.nbytes})
 
+    # ---- first full look-around of the house (every room), then a walk through seen rooms
+    tour_runs = []
+    for seed in args.size_seeds:
+        t_rgb, t_depth, t_poses, t_K, n_tour, rooms = collect_house_tour(min(args.steps, 500), seed)
+        tr, tpm, _ = size_ratio(t_rgb, t_depth, t_poses, t_K, args.batch, look=n_tour)
+        tour_runs.append({"seed": seed, "tour_frames": n_tour, "walk_steps": len(t_poses) - n_tour, **rooms,
+                          "walk_stays_in_toured_rooms": set(rooms["walk_visited"]) <= set(rooms["toured"]),
+                          "ratio": tr, "bytes": tpm.nbytes})
+
     pps = npts / t_both
     res = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -233,12 +278,17 @@ def main() -> None:
         "size_ratio_final_over_lookaround": ratio,
         "benchmark_trajectory": {"rooms_visited": rooms_visited, "new_surface_voxels_after_lookaround": new_voxels},
         "room_restricted_plan_actions_loop": room_runs,
+        "house_tour_then_shortest_walk": tour_runs,
         "targets": {
             "points_per_s>=5M (persistent_map_both)": {"target": 5e6, "measured": pps, "met": pps >= 5e6},
             "render_64<=5ms": {"target": 5.0, "measured": r64 * 1e3, "met": r64 * 1e3 <= 5.0},
             "size_ratio<=2 (benchmark trajectory)": {"target": 2.0, "measured": ratio, "met": ratio is not None and ratio <= 2.0},
             "size_ratio<=2 (room-restricted plan_actions, every house)": {
                 "target": 2.0, "measured": [r["ratio"] for r in room_runs], "met": all(r["ratio"] <= 2.0 for r in room_runs),
+            },
+            "size_ratio<=2 (house tour, then 500 steps through toured rooms, every house)": {
+                "target": 2.0, "measured": [r["ratio"] for r in tour_runs],
+                "met": all(r["ratio"] <= 2.0 and r["walk_stays_in_toured_rooms"] for r in tour_runs),
             },
         },
     }
@@ -256,6 +306,9 @@ def main() -> None:
     print(f"{'new surface voxels after look-around':44s} {new_voxels}")
     for r in room_runs:
         print(f"{'size ratio, in-room plan_actions seed ' + str(r['seed']):44s} {r['ratio']:8.2f}  (rooms visited: {r['rooms_visited']})")
+    for r in tour_runs:
+        print(f"{'size ratio, house tour + walk seed ' + str(r['seed']):44s} {r['ratio']:8.2f}  "
+              f"(tour {r['tour_frames']} frames over rooms {r['toured']} of {r['rooms']}; walk visited {r['walk_visited']})")
     print(f"\n{'target':58s} {'target':>9s} {'measured':>16s}  status")
     for k, v in res["targets"].items():
         meas = v["measured"]

@@ -101,3 +101,32 @@ def test_planned_trajectories_never_cross_walls(kind):
         if kind in ("out_and_back", "loop"):  # revisit kinds come back near where they started
             d = [np.hypot(s.x - start.x, s.y - start.y) for s in states[len(states) // 3:]]
             assert min(d) < 0.5, f"{kind}, house {seed}: never returned to the start (closest {min(d):.2f} m)"
+
+
+def test_house_tour_turns_full_circle_in_every_room_without_collisions():
+    """plan_house_tour (the map-size benchmark's "first full look-around of a house"): every
+    reachable room is entered and, inside it, the agent turns a full 360 degrees in place."""
+    from pewm.geometry import Action, AgentState
+    from pewm.sim.house import HouseConfig, generate_house
+    from pewm.sim.trajectories import plan_house_tour, replay
+
+    for seed in range(3):
+        house = generate_house(seed, HouseConfig(min_rooms=3, max_rooms=6))
+        free = house.free_space(agent_radius=0.2)
+        rng = np.random.default_rng(seed)
+        x, y = free.sample_free(rng, free.largest_component())
+        start = AgentState(x, y, 0.0)
+        actions, toured = plan_house_tour(free, house, start, rng)
+        assert sorted(toured) == sorted(r.id for r in house.rooms), f"house {seed}: toured {toured}"
+        states, hits = replay(free, start, actions)
+        assert not any(hits), f"house {seed}: collision"
+        # a run of 24 identical turns (15 degrees each) = a full look-around; find one per room
+        spun_in: set = set()
+        run = 0
+        for i, a in enumerate(actions):
+            run = run + 1 if a == Action.TURN_LEFT and i and actions[i - 1] == Action.TURN_LEFT else int(a == Action.TURN_LEFT)
+            if run >= 24:
+                spun_in.add(house.room_at(states[i + 1].x, states[i + 1].y))
+        assert spun_in == set(toured), f"house {seed}: full turns in rooms {spun_in}, toured {toured}"
+    with pytest.raises(ValueError, match="not in free space"):
+        plan_house_tour(free, house, AgentState(-100.0, -100.0, 0.0), rng)

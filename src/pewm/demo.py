@@ -220,7 +220,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     console.print(f"model: {model_dir} (reader {model.config.reader}, {res}x{res}, H={model.config.frames})")
     with console.status("building an unseen house and its ground truth"):
         ep = ground_truth(cfg, res)
-    console.print(f"house seed {ep.house_seed}: look-around of {len(ep.memory_rgb)} frames, walk of {len(ep.actions)} actions")
+    console.print(f"house seed {ep.house_seed}: look-around of {len(ep.memory_rgb)} frame{'s' if len(ep.memory_rgb) != 1 else ''}, walk of {len(ep.actions)} actions")
     T = len(ep.actions)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:

@@ -76,7 +76,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -
             imageio.mimsave(tmp, [_even(f) for f in frames], duration=1000 / fps, loop=0)
         else:
             with imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
-                                    ffmpeg_params=["-pix_fmt", "yuv420p"]) as w:
+                                    pixelformat="yuv420p") as w:
                 for f in frames:
                     w.append_data(_even(f))
         os.replace(tmp, path)

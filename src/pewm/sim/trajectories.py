@@ -152,15 +152,7 @@ def plan_actions(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not free_space.is_free(start.x, start.y):
         raise ValueError(f"start position ({start.x:.2f}, {start.y:.2f}) is not in free space")
-    from scipy import ndimage
-
-    margin_cells = int(math.ceil(cfg.planning_margin_m / free_space.resolution))
-    plan_mask = ndimage.binary_erosion(free_space.free, iterations=margin_cells) if margin_cells else free_space.free
-    plan_free = FreeSpaceGrid(plan_mask if plan_mask.any() else free_space.free, free_space.origin, free_space.resolution)
-    # A* on cells of about 0.1 m: 4x fewer cells than the collision grid, same paths in practice
-    coarse = plan_free.downsampled(max(1, int(round(cfg.planning_cell_m / free_space.resolution))))
-    plan_free = coarse if coarse.free.any() else plan_free
-    p = _Planner(free_space, plan_free, start, steps, action_cfg, cfg, rng)
+    p = _Planner(free_space, _planning_grid(free_space, cfg), start, steps, action_cfg, cfg, rng)
     if rng.random() < cfg.look_around_prob:
         p.look_around()
     failures = 0
@@ -188,6 +180,65 @@ def plan_actions(
     while not p.full:  # could not move on (tiny free space): look around in place
         p.act(Action.TURN_LEFT)
     return p.actions
+
+
+def _planning_grid(free_space: FreeSpaceGrid, cfg: TrajectoryConfig) -> FreeSpaceGrid:
+    """The grid paths are planned on: free space eroded by the planning margin, at about
+    ``cfg.planning_cell_m`` per cell (4x fewer cells than the collision grid, same paths in practice)."""
+    from scipy import ndimage
+
+    margin_cells = int(math.ceil(cfg.planning_margin_m / free_space.resolution))
+    plan_mask = ndimage.binary_erosion(free_space.free, iterations=margin_cells) if margin_cells else free_space.free
+    plan_free = FreeSpaceGrid(plan_mask if plan_mask.any() else free_space.free, free_space.origin, free_space.resolution)
+    coarse = plan_free.downsampled(max(1, int(round(cfg.planning_cell_m / free_space.resolution))))
+    return coarse if coarse.free.any() else plan_free
+
+
+def plan_house_tour(
+    free_space: FreeSpaceGrid,
+    house,
+    start: AgentState,
+    rng: np.random.Generator,
+    action_cfg: ActionConfig = ActionConfig(),
+    cfg: TrajectoryConfig = TrajectoryConfig(),
+    max_steps: int = 4000,
+) -> tuple[list[int], list[int]]:
+    """A first full look-around of a house: turn 360 degrees where the agent stands, then walk to
+    every other reachable room (nearest room centre first) and turn 360 degrees at the free spot
+    of that room nearest its centre (planning clearance included).
+
+    Returns ``(actions, toured_room_ids)``; rooms whose free space is unreachable from the start
+    are skipped (and absent from the list). Used by the map-size benchmark as the baseline that a
+    later walk through already seen rooms is compared with.
+    """
+    if not free_space.is_free(start.x, start.y):
+        raise ValueError(f"start position ({start.x:.2f}, {start.y:.2f}) is not in free space")
+    plan_free = _planning_grid(free_space, cfg)
+    p = _Planner(free_space, plan_free, start, max_steps, action_cfg, cfg, rng)
+    ii, jj = np.nonzero(plan_free.free & (p.component if p.component is not None else plan_free.free))
+    cx, cy = plan_free.cell_to_world(ii, jj)
+    spots: dict[int, tuple[float, float]] = {}
+    for room in house.rooms:
+        inside = (cx > room.x0) & (cx < room.x1) & (cy > room.y0) & (cy < room.y1)
+        if not inside.any():
+            continue
+        d = np.hypot(cx[inside] - room.center[0], cy[inside] - room.center[1])
+        k = int(np.argmin(d))
+        spots[room.id] = (float(cx[inside][k]), float(cy[inside][k]))
+    here = house.room_at(start.x, start.y)
+    toured: list[int] = []
+    n_turn = int(round(2 * math.pi / p.turn))
+    p.turn_by(n_turn)
+    if here is not None:
+        toured.append(here)
+        spots.pop(here, None)
+    while spots and not p.full:
+        rid = min(spots, key=lambda r: math.hypot(spots[r][0] - p.state.x, spots[r][1] - p.state.y))
+        goal = spots.pop(rid)
+        if p.go_to(goal) and house.room_at(p.state.x, p.state.y) == rid:
+            p.turn_by(n_turn)
+            toured.append(rid)
+    return p.actions, toured
 
 
 def _densify(path: list[tuple[float, float]], spacing: float) -> list[tuple[float, float]]:
