@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pewm.model import READERS, MemoryInput, WorldModel, from_preset
+from pewm.model.config import MEMORY_INITS
 from pewm.model.testing import synthetic_batch, torch_threads
 
 READER_NAMES = sorted(READERS)
@@ -15,11 +16,11 @@ def _one_thread():
         yield
 
 
-def _model(reader: str, seed: int = 0, trained_backbone: bool = True) -> WorldModel:
+def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_init: str = "zero-gate") -> WorldModel:
     """A micro model; ``trained_backbone`` perturbs every backbone weight (incl. the zero-initialised
     AdaLN and output layers) to stand in for a trained stage-1 model."""
     torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader))
+    m = WorldModel(from_preset("micro", reader=reader, memory_init=memory_init))
     if trained_backbone:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -56,9 +57,10 @@ def test_output_shape_with_full_and_empty_memory(reader):
         assert v.shape == want and torch.isfinite(v).all()
 
 
+@pytest.mark.parametrize("memory_init", MEMORY_INITS)
 @pytest.mark.parametrize("reader", READER_NAMES)
-def test_zero_gates_leave_the_stage1_model_exactly_unchanged(reader):
-    m = _model(reader)
+def test_initial_memory_blocks_leave_the_stage1_model_exactly_unchanged(reader, memory_init):
+    m = _model(reader, memory_init=memory_init)
     batch, x_t, t, cond = _inputs(m)
     with torch.no_grad():
         with_memory = m.denoiser(x_t, t, cond)
@@ -73,14 +75,17 @@ def test_zero_gates_leave_the_stage1_model_exactly_unchanged(reader):
     assert torch.equal(without, stage1)
 
 
+@pytest.mark.parametrize("memory_init", MEMORY_INITS)
 @pytest.mark.parametrize("reader", READER_NAMES)
-def test_gradients_reach_the_memory_blocks(reader):
-    m = _model(reader)
+def test_gradients_reach_the_memory_blocks(reader, memory_init):
+    m = _model(reader, memory_init=memory_init)
     batch = synthetic_batch(m.config, 2, generator=torch.Generator().manual_seed(0))
-    # at initialisation the gates themselves get a gradient, so stage 2 can open them
+    # at initialisation the gates (zero-gate) or the output projections (zero-out) get a gradient,
+    # so stage 2 can open the blocks
     m(batch, memory_dropout=0.0)["loss"].backward()
     for i, blk in enumerate(m.denoiser.reader.blocks):
-        assert blk.ada_video.linear.weight.grad.abs().sum() > 0, f"block {i}: gate gets no gradient"
+        first = blk.ada_video.linear.weight if memory_init == "zero-gate" else blk.attn.proj.weight
+        assert first.grad.abs().sum() > 0, f"block {i}: the opening parameter gets no gradient"
     if reader == "voxel-render":
         assert m.denoiser.reader.render_patch.weight.grad.abs().sum() > 0
     # once the gates are open every memory parameter is trained
@@ -138,3 +143,40 @@ def test_readers_reject_malformed_memory_naming_the_field():
         render.prepare(MemoryInput(rendered=mem.rendered[:, :1]), 2, "cpu")
     with pytest.raises(TypeError, match="MemoryInput"):
         render.prepare({"rendered": mem.rendered}, 2, "cpu")
+
+
+def test_zero_out_init_trains_the_attention_read_out_from_the_first_step():
+    """What separates the two initialisations: with AdaLN-Zero gates the attention gets no gradient
+    at all until the gates move; with zero output projections its read-out learns at once."""
+    grads = {}
+    for init in MEMORY_INITS:
+        m = _model("voxel-xattn", memory_init=init)
+        batch = synthetic_batch(m.config, 2, generator=torch.Generator().manual_seed(0))
+        m(batch, memory_dropout=0.0)["loss"].backward()
+        blk = m.denoiser.reader.blocks[0]
+        grads[init] = (blk.attn.proj.weight.grad.abs().sum().item(), blk.attn.kv.weight.grad.abs().sum().item())
+    assert grads["zero-gate"] == (0.0, 0.0)
+    assert grads["zero-out"][0] > 0
+    assert grads["zero-out"][1] == 0.0  # behind the zero projection: it follows once the read-out moves
+
+
+def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
+    m = _model("voxel-xattn")
+    _perturb_memory(m)
+    backbone = {n: p.clone() for n, p in m.denoiser.named_parameters() if not n.startswith("reader.")}
+    batch, x_t, t, cond = _inputs(m)
+    _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
+    with torch.no_grad():
+        assert (m.denoiser(x_t, t, cond) - m.denoiser(x_t, t, empty)).abs().max() > 1e-3
+    m.reinit_reader("zero-out")
+    assert m.config.memory_init == "zero-out" and m.denoiser.cfg.memory_init == "zero-out"
+    for n, p in m.denoiser.named_parameters():
+        if not n.startswith("reader."):
+            assert torch.equal(p, backbone[n]), n
+    batch, x_t, t, cond = _inputs(m)
+    with torch.no_grad():
+        assert torch.equal(m.denoiser(x_t, t, cond), m.denoiser(x_t, t, empty))
+    m.save_pretrained(tmp_path / "m")
+    assert WorldModel.from_pretrained(tmp_path / "m").config.memory_init == "zero-out"
+    with pytest.raises(ValueError, match="memory_init"):
+        m.reinit_reader("zero")

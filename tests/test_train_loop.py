@@ -112,10 +112,12 @@ def test_stage2_loss_falls_for_every_reader_and_backbone_is_frozen(small_dataset
     assert tr.cfg.memory.extractor == "auto" and again.memory_build == want_build
 
 
-@pytest.mark.parametrize("stage", ["backbone", "memory"])
+@pytest.mark.parametrize("stage", ["backbone", "memory", "memory-zero-out"])
 def test_resume_reproduces_the_uninterrupted_loss_curve(small_dataset, stage1, tmp_path, stage):
     root, _ = small_dataset
-    kw = dict(stage="memory", init=str(stage1), reader="voxel-xattn") if stage == "memory" else {}
+    kw = dict(stage="memory", init=str(stage1), reader="voxel-xattn") if stage != "backbone" else {}
+    if stage == "memory-zero-out":  # the reader is re-initialised from --init, then resumed from its checkpoint
+        kw["memory_init"] = "zero-out"
     full, part = tmp_path / "full", tmp_path / "part"
     train(_cfg(root, **kw), full, progress=False)
     train(_cfg(root, steps=3, **kw), part, progress=False)
@@ -128,6 +130,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(small_dataset, stage1, t
     assert a == b  # exact
     ma, mb = WorldModel.from_pretrained(full / "model"), WorldModel.from_pretrained(part / "model")
     assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+    assert ma.config.memory_init == kw.get("memory_init", "zero-gate")
 
 
 def test_checkpoint_is_atomic(small_dataset, tmp_path, monkeypatch):
@@ -207,6 +210,10 @@ def test_errors_are_clear(small_dataset, stage1, tmp_path):
         train_preset("huge")
     with pytest.raises(ValueError, match="needs --init"):
         _cfg(root, stage="memory").validate()
+    with pytest.raises(ValueError, match="--memory-init is for --stage memory"):
+        _cfg(root, memory_init="zero-out").validate()
+    with pytest.raises(ValueError, match="unknown memory_init 'zero'"):
+        _cfg(root, stage="memory", init=str(stage1), memory_init="zero").validate()
     with pytest.raises(FileNotFoundError, match="--init"):
         Trainer(_cfg(root, stage="memory", init=str(tmp_path / "missing")), tmp_path / "r4", progress=False)
     with pytest.raises(ValueError, match="incompatible.*width"):

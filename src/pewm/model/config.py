@@ -38,6 +38,11 @@ def _check_keys(cls, d: dict, what: str) -> None:
 
 
 ANCHORS = ("none", "latent", "pixel", "both")
+# How a memory block starts as the identity (stage 2 must start from exactly the stage-1 model):
+# "zero-gate" = AdaLN-Zero gates (0 at init; the attention and feed-forward get no gradient until
+# the gates have moved), "zero-out" = gates at 1 and zero-initialised output projections of the
+# attention and the feed-forward (every memory parameter behind them gets gradient from step 1).
+MEMORY_INITS = ("zero-gate", "zero-out")
 
 
 @dataclass
@@ -121,6 +126,7 @@ class ModelConfig:
     max_memory_tokens: int = 1024
     max_memory_frames: int = 4  # past frames for the "frames" reader
     memory_dropout: float = 0.1  # training: probability to drop the memory of a sample (for CFG)
+    memory_init: str = "zero-gate"  # how the memory blocks start as the identity: see MEMORY_INITS
     # depth normalisation (log depth between depth_min and depth_max, see normalization.py)
     depth_min: float = 0.1
     depth_max: float = 20.0
@@ -222,6 +228,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.reader not in READERS:
             raise ValueError(f"ModelConfig.reader must be one of {sorted(READERS)}, got {self.reader!r}")
+        if self.memory_init not in MEMORY_INITS:
+            raise ValueError(f"ModelConfig.memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
         if not 0.0 <= self.memory_dropout < 1.0:
             raise ValueError(f"ModelConfig.memory_dropout must be in [0, 1), got {self.memory_dropout}")
         if not 0.0 < self.depth_min < self.depth_max:

@@ -117,8 +117,9 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)
         self.reader = build_reader(cfg)
-        # Stage 1 trains the backbone while the memory blocks keep their zero gates, so they add
-        # exactly 0; skipping them then is exact and saves their cost (tests/test_train_loop.py).
+        # Stage 1 trains the backbone while the memory blocks keep their initialisation (zero gates
+        # or zero output projections, ModelConfig.memory_init), so they add exactly 0; skipping them
+        # then is exact and saves their cost (tests/test_train_loop.py).
         self.run_memory_blocks = True
 
     # -- parameter groups (stage 1 trains the backbone, stage 2 the memory, §3.4 "Training") ----

@@ -126,9 +126,18 @@ class MemoryContext:
 
 class MemoryBlock(nn.Module):
     """Cross-attention from video tokens to memory tokens with expert AdaLNs, then a feed-forward
-    layer (§3.3). Zero-initialised gates: exactly the identity at initialisation."""
+    layer (§3.3). Exactly the identity at initialisation, by ``init``:
 
-    def __init__(self, width: int, heads: int, cond_dim: int, mlp_ratio: float, cam_channels: int = 6):
+    - ``zero-gate`` (AdaLN-Zero, the paper's reading): the gates ``a_M``, ``a_H`` start at 0. The
+      attention and feed-forward then get no gradient until the gates have moved, and the gates'
+      own gradient is the correlation of a randomly initialised attention's output with the loss.
+    - ``zero-out``: the gates start at 1 (their AdaLN bias) and the output projections of the
+      attention and of the feed-forward start at 0; the projections get gradient from the first
+      step (a linear read-out of the attention output), the rest as soon as they move.
+    """
+
+    def __init__(self, width: int, heads: int, cond_dim: int, mlp_ratio: float, cam_channels: int = 6,
+                 init: str = "zero-gate"):
         super().__init__()
         self.ada_video = AdaLNModulation(cond_dim, width, 6)
         self.ada_map = AdaLNModulation(cond_dim, width, 2)
@@ -139,6 +148,16 @@ class MemoryBlock(nn.Module):
         self.null = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.attn = CrossAttention(width, heads)
         self.ff = MLP(width, mlp_ratio)
+        if init == "zero-out":
+            with torch.no_grad():
+                bias = self.ada_video.linear.bias.view(6, width)
+                bias[2].fill_(1.0)  # a_M
+                bias[5].fill_(1.0)  # a_H
+                for lin in (self.attn.proj, self.ff.fc2):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+        elif init != "zero-gate":
+            raise ValueError(f"MemoryBlock: init must be 'zero-gate' or 'zero-out', got {init!r}")
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext) -> torch.Tensor:
         shift_h, scale_h, gate_m, shift_f, scale_f, gate_h = self.ada_video(c)
@@ -185,7 +204,8 @@ class MemoryReader(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.blocks = nn.ModuleList(
-            MemoryBlock(cfg.width, cfg.heads, cfg.time_embed_dim, cfg.memory_mlp_ratio) for _ in range(cfg.depth)
+            MemoryBlock(cfg.width, cfg.heads, cfg.time_embed_dim, cfg.memory_mlp_ratio, init=cfg.memory_init)
+            for _ in range(cfg.depth)
         )
 
     # -- to implement --------------------------------------------------------------------------

@@ -119,6 +119,19 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
+    def reinit_reader(self, memory_init: str | None = None) -> None:
+        """Replace the memory reader by a freshly initialised one (``memory_init``: see
+        ``ModelConfig.memory_init``; None keeps the configured one). The backbone is untouched and
+        the model's output with any memory equals its output without memory again (stage 2 starts
+        from exactly the stage-1 model); trained memory weights are discarded."""
+        from pewm.model.memory_readers import build_reader
+
+        cfg = self.config if memory_init is None else self.config.replace(memory_init=memory_init).validate()
+        device = next(self.denoiser.parameters()).device
+        self.config = cfg
+        self.denoiser.cfg = cfg
+        self.denoiser.reader = build_reader(cfg).to(device)
+
     def autoencoder_parameters(self):
         """The autoencoder's parameters (trained in the ``autoencoder`` stage; none in pixel space)."""
         return iter(()) if self.autoencoder is None else self.autoencoder.parameters()

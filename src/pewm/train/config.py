@@ -66,6 +66,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay_n = min(ema_decay, (1 + n) / (10 + n))
     memory_dropout: float | None = None  # None: the model's
+    # stage 2: re-initialise the memory reader with this ModelConfig.memory_init (None: keep the
+    # --init model's reader as it is)
+    memory_init: str | None = None
     precision: str = "fp32"
     seed: int = 0
     # bookkeeping
@@ -111,6 +114,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive (or None), got {self.grad_clip}")
         if not self.data:
             raise ValueError("TrainConfig.data: give the dataset directory (--data DIR)")
+        if self.memory_init is not None:
+            from pewm.model.config import MEMORY_INITS
+
+            if self.memory_init not in MEMORY_INITS:
+                raise ValueError(f"unknown memory_init {self.memory_init!r}; choose one of {MEMORY_INITS}")
+            if self.stage != "memory":
+                raise ValueError(f"--memory-init is for --stage memory (it re-initialises the memory reader), not {self.stage!r}")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
         return self
