@@ -16,11 +16,11 @@ def _one_thread():
         yield
 
 
-def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_init: str = "zero-gate") -> WorldModel:
+def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_init: str = "zero-gate", **overrides) -> WorldModel:
     """A micro model; ``trained_backbone`` perturbs every backbone weight (incl. the zero-initialised
     AdaLN and output layers) to stand in for a trained stage-1 model."""
     torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader, memory_init=memory_init))
+    m = WorldModel(from_preset("micro", reader=reader, memory_init=memory_init, **overrides))
     if trained_backbone:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -180,3 +180,47 @@ def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
     assert WorldModel.from_pretrained(tmp_path / "m").config.memory_init == "zero-out"
     with pytest.raises(ValueError, match="memory_init"):
         m.reinit_reader("zero")
+
+
+def test_ray_origins_recover_every_camera_centre_from_the_pooled_plucker_rays():
+    import math
+
+    import torch.nn.functional as F
+
+    from pewm.geometry import plucker_rays
+    from pewm.model.memory_readers import ray_origins, ray_point_embedding
+    from pewm.model.layers import sincos_3d
+
+    K = torch.tensor([[32.0, 0, 31.5], [0, 32.0, 31.5], [0, 0, 1]])
+    g = torch.Generator().manual_seed(0)
+    T = torch.eye(4).repeat(2, 3, 1, 1)
+    for b in range(2):
+        for f in range(3):
+            a = torch.rand(1, generator=g).item() * 6
+            T[b, f, :3, :3] = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+            T[b, f, :3, 3] = torch.randn(3, generator=g) * 2
+    cam = F.avg_pool2d(plucker_rays(K[None, None], T, 64, 64).flatten(0, 1), 4).flatten(2).transpose(1, 2).reshape(2, 3 * 256, 6)
+    torch.testing.assert_close(ray_origins(cam, 3), T[:, :, :3, 3], atol=1e-5, rtol=0)
+    # the embedding of a token is the mean embedding of points on its own ray, from its own camera
+    emb = ray_point_embedding(cam, 3, 96, depths=(2.0,))
+    d = cam[1, 300, 3:] / cam[1, 300, 3:].norm()
+    point = T[1, 300 // 256, :3, 3] + 2.0 * d
+    torch.testing.assert_close(emb[1, 300], sincos_3d(point, 96), atol=1e-4, rtol=0)
+
+
+def test_ray_query_reader_starts_as_the_identity_and_learns():
+    m = _model("voxel-xattn", memory_init="zero-out", memory_ray_query=True)
+    assert m.denoiser.reader.ray_query is not None
+    plain = WorldModel(from_preset("micro", reader="voxel-xattn"))
+    extra = m.num_parameters()["total"] - plain.num_parameters()["total"]
+    assert extra == m.config.memory_pos_dim * m.config.width + m.config.width
+    batch, x_t, t, cond = _inputs(m)
+    _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
+    with torch.no_grad():
+        assert torch.equal(m.denoiser(x_t, t, cond), m.denoiser(x_t, t, empty))
+    _perturb_memory(m)
+    m.zero_grad()
+    m(batch, memory_dropout=0.0)["loss"].backward()
+    assert m.denoiser.reader.ray_query.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert (m.denoiser(x_t, t, cond) - m.denoiser(x_t, t, empty)).abs().max() > 1e-3

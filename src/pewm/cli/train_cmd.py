@@ -81,6 +81,9 @@ def register(app: typer.Typer) -> None:
         memory_init: Optional[str] = typer.Option(
             None, help="stage 2: re-initialise the memory reader: zero-gate (AdaLN-Zero gates, the paper's reading) | "
                        "zero-out (gates at 1, zero output projections: learns from the first step) [keep --init's]"),
+        ray_query: Optional[bool] = typer.Option(
+            None, "--ray-query/--no-ray-query", help="stage 2, voxel-xattn: re-initialise the reader with (or without) "
+                                                   "queries that embed 3D points along each token's ray [keep --init's]"),
         log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
         sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),
         sample_steps: Optional[int] = typer.Option(None, help="DDIM steps of the sample videos"),
@@ -102,7 +105,7 @@ def register(app: typer.Typer) -> None:
                 grad_clip=grad_clip, ema_decay=ema_decay, precision=precision, seed=seed, split=split,
                 history=history, max_episodes=max_episodes, log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                device=device, threads=threads, memory_init=memory_init,
+                device=device, threads=threads, memory_init=memory_init, memory_ray_query=ray_query,
             )
             cfg = resolve_config(out, resume, preset, overrides)
             if features is not None or dinov2_weights is not None:

@@ -127,6 +127,7 @@ class ModelConfig:
     max_memory_frames: int = 4  # past frames for the "frames" reader
     memory_dropout: float = 0.1  # training: probability to drop the memory of a sample (for CFG)
     memory_init: str = "zero-gate"  # how the memory blocks start as the identity: see MEMORY_INITS
+    memory_ray_query: bool = False  # voxel-xattn: queries also embed 3D points along their rays (beyond the paper)
     # depth normalisation (log depth between depth_min and depth_max, see normalization.py)
     depth_min: float = 0.1
     depth_max: float = 20.0

@@ -159,14 +159,19 @@ class MemoryBlock(nn.Module):
         elif init != "zero-gate":
             raise ValueError(f"MemoryBlock: init must be 'zero-gate' or 'zero-out', got {init!r}")
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext,
+                q_extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``q_extra`` ``(B, L, width)``: added to the queries beside the camera embedding."""
         shift_h, scale_h, gate_m, shift_f, scale_f, gate_h = self.ada_video(c)
         shift_m, scale_m = self.ada_map(c)
         b = x.shape[0]
         mem = torch.cat([self.null.expand(b, -1, -1).to(x.dtype), ctx.tokens.to(x.dtype)], dim=1)
         mem = modulate(self.norm_map(mem), shift_m, scale_m)
         q = modulate(self.norm_video(x), shift_h, scale_h)
-        a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=self.cam(cam.to(x.dtype)))
+        extra = self.cam(cam.to(x.dtype))
+        if q_extra is not None:
+            extra = extra + q_extra
+        a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra)
         x = gated_residual(x, gate_m, a)
         return gated_residual(x, gate_h, self.ff(modulate(self.norm_ff(x), shift_f, scale_f)))
 
@@ -257,15 +262,65 @@ class NoMemoryReader(MemoryReader):
     name = "none"
 
 
+# depths (metres) along each query token's ray whose 3D embeddings form its ray query
+RAY_QUERY_DEPTHS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+def ray_origins(cam: torch.Tensor, frames: int) -> torch.Tensor:
+    """Camera centre of every frame ``(B, frames, 3)`` from the per-token Plücker rays ``cam``
+    ``(B, frames * L, 6)`` (moment ``o x d``, direction ``d``; a patch mean of rays through one
+    centre is again such a ray). Least squares over a frame's tokens of ``d x o = -m``: exact
+    (up to rounding) because every ray of a frame passes through its centre."""
+    B, N, _ = cam.shape
+    c = cam.double().reshape(B, frames, N // frames, 6)
+    m, d = c[..., :3], c[..., 3:]
+    zero = torch.zeros_like(d[..., 0])
+    skew = torch.stack([  # skew(d) @ o = d x o
+        torch.stack([zero, -d[..., 2], d[..., 1]], -1),
+        torch.stack([d[..., 2], zero, -d[..., 0]], -1),
+        torch.stack([-d[..., 1], d[..., 0], zero], -1),
+    ], -2)
+    At = skew.transpose(-1, -2)
+    o = torch.linalg.solve((At @ skew).sum(2), (At @ -m[..., None]).sum(2))
+    return o[..., 0].to(cam.dtype)
+
+
+def ray_point_embedding(cam: torch.Tensor, frames: int, dim: int, depths=RAY_QUERY_DEPTHS) -> torch.Tensor:
+    """``(B, frames * L, dim)``: for each token, the mean 3D sinusoidal embedding (the map tokens'
+    own :func:`sincos_3d`) of the points at ``depths`` metres along its ray, all in the current
+    camera's frame. Its dot product with a map token's position embedding is a sum of sinusoidal
+    kernels between the voxel and the ray's points: large for voxels on the ray, whatever the pose."""
+    B, N, _ = cam.shape
+    o = ray_origins(cam, frames).repeat_interleave(N // frames, dim=1)  # (B, N, 3)
+    d = cam[..., 3:].float()
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    s = torch.as_tensor(depths, dtype=torch.float32, device=cam.device)
+    pts = o.float()[:, :, None] + s[None, None, :, None] * d[:, :, None]  # (B, N, S, 3)
+    return sincos_3d(pts, dim).mean(dim=2)
+
+
 @register_reader
 class VoxelCrossAttnReader(MemoryReader):
-    """``voxel-xattn`` (the paper, §3.3): map tokens = Linear(feature ‖ sincos3d(position))."""
+    """``voxel-xattn`` (the paper, §3.3): map tokens = Linear(feature ‖ sincos3d(position)).
+
+    With ``ModelConfig.memory_ray_query`` (beyond the paper), each video token's query also gets a
+    linear map of :func:`ray_point_embedding` of its patch's ray, so attending to the voxels along a
+    target ray is a similarity in the shared sinusoidal space rather than a camera projection the
+    attention must learn."""
 
     name = "voxel-xattn"
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.token_proj = nn.Linear(cfg.memory_dim + cfg.memory_pos_dim, cfg.width)
+        self.ray_query = nn.Linear(cfg.memory_pos_dim, cfg.width) if cfg.memory_ray_query else None
+
+    def block(self, i: int, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext) -> torch.Tensor:
+        extra = None
+        if self.ray_query is not None:
+            emb = ray_point_embedding(cam.float(), self.cfg.frames + 1, self.cfg.memory_pos_dim)
+            extra = self.ray_query(emb.to(x.dtype))
+        return self.blocks[i](x, c, cam, ctx, q_extra=extra)
 
     def tokenize(self, memory, batch, device, dtype):
         cfg = self.cfg

@@ -119,14 +119,15 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
-    def reinit_reader(self, memory_init: str | None = None) -> None:
-        """Replace the memory reader by a freshly initialised one (``memory_init``: see
-        ``ModelConfig.memory_init``; None keeps the configured one). The backbone is untouched and
+    def reinit_reader(self, memory_init: str | None = None, memory_ray_query: bool | None = None) -> None:
+        """Replace the memory reader by a freshly initialised one (``memory_init``,
+        ``memory_ray_query``: see ``ModelConfig``; None keeps the configured value). The backbone is untouched and
         the model's output with any memory equals its output without memory again (stage 2 starts
         from exactly the stage-1 model); trained memory weights are discarded."""
         from pewm.model.memory_readers import build_reader
 
-        cfg = self.config if memory_init is None else self.config.replace(memory_init=memory_init).validate()
+        changes = {k: v for k, v in (("memory_init", memory_init), ("memory_ray_query", memory_ray_query)) if v is not None}
+        cfg = self.config.replace(**changes).validate() if changes else self.config
         device = next(self.denoiser.parameters()).device
         self.config = cfg
         self.denoiser.cfg = cfg

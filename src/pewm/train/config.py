@@ -69,6 +69,7 @@ class TrainConfig:
     # stage 2: re-initialise the memory reader with this ModelConfig.memory_init (None: keep the
     # --init model's reader as it is)
     memory_init: str | None = None
+    memory_ray_query: bool | None = None  # stage 2: re-initialise the voxel-xattn reader with/without ray queries
     precision: str = "fp32"
     seed: int = 0
     # bookkeeping
@@ -121,6 +122,8 @@ class TrainConfig:
                 raise ValueError(f"unknown memory_init {self.memory_init!r}; choose one of {MEMORY_INITS}")
             if self.stage != "memory":
                 raise ValueError(f"--memory-init is for --stage memory (it re-initialises the memory reader), not {self.stage!r}")
+        if self.memory_ray_query is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
+            raise ValueError("--ray-query is for --stage memory --reader voxel-xattn (it re-initialises that reader)")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
         return self
