@@ -180,3 +180,26 @@ def test_extra_readers_keep_their_own_memory_settings(tmp_path):
     (d / "readers" / "voxel-xattn.memory.json").write_text("{}")
     xattn.save_reader(d)
     assert not (d / "readers" / "voxel-xattn.memory.json").exists()
+
+
+def test_extra_readers_keep_their_own_architecture_options(tmp_path):
+    """A reader re-initialised for stage 2 with other reader options (zero-out, ray queries) is
+    loaded beside a main model that has the defaults, and gives the same outputs as before saving."""
+    main = _trained("voxel-render")
+    d = main.save_pretrained(tmp_path / "m")
+    xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
+    xattn.reinit_reader("zero-out", True)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in xattn.memory_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    xattn.save_reader(d)
+    again = WorldModel.from_pretrained(d, reader="voxel-xattn")
+    assert (again.config.memory_init, again.config.memory_ray_query) == ("zero-out", True)
+    assert WorldModel.from_pretrained(d).config.memory_ray_query is False  # the main model is unchanged
+    batch = synthetic_batch(again.config, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x0, c1 = xattn.condition(batch)
+        _, c2 = again.condition(batch)
+        t = torch.tensor([10, 700])
+        assert torch.equal(xattn.denoiser(x0, t, c1), again.denoiser(x0, t, c2))

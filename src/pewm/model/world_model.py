@@ -35,6 +35,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MEMORY_BUILD_NAME = "memory.json"  # optional: the MemoryBuildConfig the reader was trained with
 READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
+# ModelConfig fields that belong to a reader, not to the shared backbone: saved with a reader's
+# weights (safetensors metadata) and applied when from_pretrained(reader=...) loads them
+READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query")
 READER_PREFIX = "denoiser.reader."
 FORMAT = "pewm.WorldModel"
 FORMAT_VERSION = 1
@@ -476,7 +479,9 @@ class WorldModel(nn.Module):
         fd, tmp = tempfile.mkstemp(prefix=".reader-", suffix=".safetensors.tmp", dir=d)
         os.close(fd)
         try:
-            save_file(state, tmp, metadata={"format": FORMAT, "reader": self.config.reader})
+            reader_cfg = {k: getattr(self.config, k) for k in READER_CONFIG_FIELDS}
+            save_file(state, tmp, metadata={"format": FORMAT, "reader": self.config.reader,
+                                            "reader_config": json.dumps(reader_cfg)})
             os.replace(tmp, d / f"{self.config.reader}.safetensors")
         finally:
             if os.path.exists(tmp):
@@ -537,9 +542,11 @@ class WorldModel(nn.Module):
             state = load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path}: cannot read the weights: {e}") from e
+        adapter = d / READERS_DIR / f"{cfg.reader}.safetensors"
+        if switch and adapter.is_file():  # the reader's own architecture options (older files: defaults)
+            cfg = cfg.replace(**_reader_config(adapter, cfg))
         model = cls(cfg)
         own = model.state_dict()
-        adapter = d / READERS_DIR / f"{cfg.reader}.safetensors"
         reader_build = None
         if switch and adapter.is_file():  # trained memory blocks of another reader over the same backbone
             try:
@@ -583,3 +590,21 @@ class WorldModel(nn.Module):
             except json.JSONDecodeError as e:
                 raise ValueError(f"{mb} is not valid JSON: {e}") from e
         return model.to(map_location)
+
+
+def _reader_config(adapter: Path, cfg: ModelConfig) -> dict:
+    """The :data:`READER_CONFIG_FIELDS` saved in a reader file's metadata; fields it does not name
+    take ``ModelConfig``'s defaults (files written before those fields existed)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(adapter), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{adapter}: cannot read the reader weights: {e}") from e
+    try:
+        saved = json.loads(meta.get("reader_config", "{}"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{adapter}: metadata 'reader_config' is not valid JSON: {e}") from e
+    defaults = ModelConfig()
+    return {k: saved.get(k, getattr(defaults, k)) for k in READER_CONFIG_FIELDS}
