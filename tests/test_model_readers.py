@@ -224,3 +224,12 @@ def test_ray_query_reader_starts_as_the_identity_and_learns():
     assert m.denoiser.reader.ray_query.weight.grad.abs().sum() > 0
     with torch.no_grad():
         assert (m.denoiser(x_t, t, cond) - m.denoiser(x_t, t, empty)).abs().max() > 1e-3
+
+
+def test_ray_query_config_errors_name_the_value():
+    with pytest.raises(ValueError, match="memory_ray_query must be a bool, got 'no'"):
+        from_preset("micro", memory_ray_query="no")
+    with pytest.raises(ValueError, match="memory_ray_query is for the voxel-xattn reader, not 'frames'"):
+        from_preset("micro", reader="frames", memory_ray_query=True)
+    with pytest.raises(ValueError, match="memory_init must be one of"):
+        from_preset("micro", memory_init="zero")

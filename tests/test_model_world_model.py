@@ -197,6 +197,14 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
     again = WorldModel.from_pretrained(d, reader="voxel-xattn")
     assert (again.config.memory_init, again.config.memory_ray_query) == ("zero-out", True)
     assert WorldModel.from_pretrained(d).config.memory_ray_query is False  # the main model is unchanged
+    # a reader without weights in the directory starts from the defaults, not from another reader's options
+    d2 = again.save_pretrained(tmp_path / "xattn_main")
+    other = WorldModel.from_pretrained(d2, reader="frames")
+    assert (other.config.memory_init, other.config.memory_ray_query) == ("zero-gate", False)
+    # re-initialising keeps the backbone's dtype and device
+    half = WorldModel.from_pretrained(d).to(torch.float64)
+    half.reinit_reader("zero-out")
+    assert all(p.dtype == torch.float64 for p in half.memory_parameters())
     batch = synthetic_batch(again.config, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         x0, c1 = xattn.condition(batch)

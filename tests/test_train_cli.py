@@ -45,6 +45,12 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
                             "--no-progress"])
     assert r.exit_code == 0, r.output
     assert WorldModel.from_pretrained(tmp_path / "s2" / "model").config.reader == "frames"
+    # what the weights were built as cannot change on resume; the error names the flag and both values
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "s2"), "--resume", "--steps", "2", "--no-progress",
+                            "--memory-init", "zero-out"], terminal_width=200)
+    assert r.exit_code == 2, r.output
+    assert "was started with no --memory-init" in r.output.replace("\n", " ")
+    assert "cannot continue with --memory-init 'zero-out'" in r.output.replace("\n", " ")
 
 
 @pytest.mark.parametrize(
@@ -57,6 +63,8 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
         (["--resume"], "no checkpoint"),
         (["--precision", "fp8"], "unknown precision"),
         (["--features", "dinov2"], "--dinov2-weights"),
+        (["--memory-init", "zero-out"], "--memory-init is for --stage memory"),
+        (["--ray-query"], "--ray-query is for --stage memory --reader voxel-xattn"),
     ],
 )
 def test_errors_exit_2_with_a_message(small_dataset, tmp_path, extra, message):

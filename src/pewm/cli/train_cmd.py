@@ -42,6 +42,14 @@ def resolve_config(out: Path, resume: bool, preset: Optional[str], overrides: di
         base = TrainConfig.load(saved)
         if preset is not None and preset != base.preset:
             raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
+        # what the checkpoint's weights were built as cannot change on resume
+        for name, flag in (("stage", "--stage"), ("reader", "--reader"), ("memory_init", "--memory-init"),
+                           ("memory_ray_query", "--ray-query")):
+            if name in given and given[name] != getattr(base, name):
+                was = getattr(base, name)
+                was = f"{flag} {was!r}" if was is not None else f"no {flag} (the --init model's reader as it was)"
+                raise ValueError(f"--resume: the run in {out} was started with {was}; "
+                                 f"it cannot continue with {flag} {given[name]!r} (start a new run)")
         return base.replace(**given)
     return train_preset(preset or "tiny", **given)
 

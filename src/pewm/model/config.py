@@ -231,6 +231,14 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.reader must be one of {sorted(READERS)}, got {self.reader!r}")
         if self.memory_init not in MEMORY_INITS:
             raise ValueError(f"ModelConfig.memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
+        if not isinstance(self.memory_ray_query, bool):
+            raise ValueError(f"ModelConfig.memory_ray_query must be a bool, got {self.memory_ray_query!r}")
+        if self.memory_ray_query and self.reader != "voxel-xattn":
+            raise ValueError(f"ModelConfig.memory_ray_query is for the voxel-xattn reader, not {self.reader!r}")
+        if self.memory_ray_query and self.tokens_per_frame < 2:
+            raise ValueError(
+                f"ModelConfig.memory_ray_query needs >= 2 tokens per frame to recover camera centres, "
+                f"got tokens_per_frame={self.tokens_per_frame}")
         if not 0.0 <= self.memory_dropout < 1.0:
             raise ValueError(f"ModelConfig.memory_dropout must be in [0, 1), got {self.memory_dropout}")
         if not 0.0 < self.depth_min < self.depth_max:

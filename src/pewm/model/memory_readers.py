@@ -29,8 +29,9 @@ Memory block (one per transformer block; *unverified* reconstruction of the pape
 ``C`` is the mean-pooled Plücker ray of each token's patch (the "camera embedding" concatenated to
 the video hidden states; a linear layer on a concatenation equals the sum of two linear maps).
 The map stream is read, not updated, so it has no gate. Every AdaLN is zero-initialised: at
-initialisation ``a_M = a_H = 0`` and adding the memory blocks to a trained stage-1 model leaves its
-output exactly unchanged (stage 2 starts from the stage-1 model). A learned null token per block
+initialisation ``a_M = a_H = 0`` (or, with ``ModelConfig.memory_init = "zero-out"``, the gates are 1
+and the attention's and feed-forward's output projections 0), and adding the memory blocks to a
+trained stage-1 model leaves its output exactly unchanged (stage 2 starts from the stage-1 model). A learned null token per block
 keeps the attention defined when the memory is empty or dropped (classifier-free guidance).
 """
 
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pewm.geometry import plucker_rays
+from pewm.model.config import MEMORY_INITS
 from pewm.model.layers import AdaLNModulation, CrossAttention, MLP, gated_residual, modulate, sincos_2d_grid, sincos_3d
 from pewm.model.normalization import normalize_depth, normalize_rgb
 
@@ -156,8 +158,8 @@ class MemoryBlock(nn.Module):
                 for lin in (self.attn.proj, self.ff.fc2):
                     lin.weight.zero_()
                     lin.bias.zero_()
-        elif init != "zero-gate":
-            raise ValueError(f"MemoryBlock: init must be 'zero-gate' or 'zero-out', got {init!r}")
+        elif init not in MEMORY_INITS:
+            raise ValueError(f"MemoryBlock: init must be one of {MEMORY_INITS}, got {init!r}")
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext,
                 q_extra: torch.Tensor | None = None) -> torch.Tensor:
@@ -318,8 +320,12 @@ class VoxelCrossAttnReader(MemoryReader):
     def block(self, i: int, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext) -> torch.Tensor:
         extra = None
         if self.ray_query is not None:
-            emb = ray_point_embedding(cam.float(), self.cfg.frames + 1, self.cfg.memory_pos_dim)
-            extra = self.ray_query(emb.to(x.dtype))
+            # the same rays for every block of one forward: embed them once (keyed on the tensor)
+            cached = getattr(self, "_ray_cache", None)
+            if cached is None or cached[0] is not cam:
+                cached = (cam, ray_point_embedding(cam.float(), self.cfg.frames + 1, self.cfg.memory_pos_dim))
+                self._ray_cache = cached
+            extra = self.ray_query(cached[1].to(x.dtype))
         return self.blocks[i](x, c, cam, ctx, q_extra=extra)
 
     def tokenize(self, memory, batch, device, dtype):

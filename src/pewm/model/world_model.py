@@ -131,10 +131,10 @@ class WorldModel(nn.Module):
 
         changes = {k: v for k, v in (("memory_init", memory_init), ("memory_ray_query", memory_ray_query)) if v is not None}
         cfg = self.config.replace(**changes).validate() if changes else self.config
-        device = next(self.denoiser.parameters()).device
+        like = next(self.denoiser.backbone_parameters())
         self.config = cfg
         self.denoiser.cfg = cfg
-        self.denoiser.reader = build_reader(cfg).to(device)
+        self.denoiser.reader = build_reader(cfg).to(device=like.device, dtype=like.dtype)
 
     def autoencoder_parameters(self):
         """The autoencoder's parameters (trained in the ``autoencoder`` stage; none in pixel space)."""
@@ -524,8 +524,9 @@ class WorldModel(nn.Module):
         ``reader`` switches the memory reader: the backbone is loaded (strictly) and the new
         reader comes from ``readers/<reader>.safetensors`` when the directory has it (written by
         :meth:`save_reader`: stage-2 weights of another reader trained on the same frozen
-        backbone), else starts from its zero-gated initialisation, i.e. from exactly the stage-1
-        model (§3.4, stage 2). Otherwise every tensor must match.
+        backbone, with its own reader options from the file's metadata), else starts from its
+        identity initialisation with default reader options, i.e. from exactly the stage-1 model
+        (§3.4, stage 2). Otherwise every tensor must match.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -533,8 +534,9 @@ class WorldModel(nn.Module):
         d = Path(directory)
         cfg = cls.load_config(d)
         switch = reader is not None and reader != cfg.reader
-        if switch:
-            cfg = cfg.replace(reader=reader)
+        adapter = d / READERS_DIR / f"{reader if switch else cfg.reader}.safetensors"
+        if switch:  # the reader's own architecture options (older files, or no file: the defaults)
+            cfg = cfg.replace(reader=reader, **_reader_config(adapter if adapter.is_file() else None))
         path = d / WEIGHTS_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing (config.json is there)")
@@ -542,9 +544,6 @@ class WorldModel(nn.Module):
             state = load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path}: cannot read the weights: {e}") from e
-        adapter = d / READERS_DIR / f"{cfg.reader}.safetensors"
-        if switch and adapter.is_file():  # the reader's own architecture options (older files: defaults)
-            cfg = cfg.replace(**_reader_config(adapter, cfg))
         model = cls(cfg)
         own = model.state_dict()
         reader_build = None
@@ -592,11 +591,15 @@ class WorldModel(nn.Module):
         return model.to(map_location)
 
 
-def _reader_config(adapter: Path, cfg: ModelConfig) -> dict:
+def _reader_config(adapter: Path | None) -> dict:
     """The :data:`READER_CONFIG_FIELDS` saved in a reader file's metadata; fields it does not name
-    take ``ModelConfig``'s defaults (files written before those fields existed)."""
+    take ``ModelConfig``'s defaults (files written before those fields existed), and so do all of
+    them without a file (a new reader does not inherit another reader's options)."""
     from safetensors import SafetensorError, safe_open
 
+    defaults = ModelConfig()
+    if adapter is None:
+        return {k: getattr(defaults, k) for k in READER_CONFIG_FIELDS}
     try:
         with safe_open(str(adapter), framework="pt") as f:
             meta = f.metadata() or {}
@@ -606,5 +609,4 @@ def _reader_config(adapter: Path, cfg: ModelConfig) -> dict:
         saved = json.loads(meta.get("reader_config", "{}"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{adapter}: metadata 'reader_config' is not valid JSON: {e}") from e
-    defaults = ModelConfig()
     return {k: saved.get(k, getattr(defaults, k)) for k in READER_CONFIG_FIELDS}

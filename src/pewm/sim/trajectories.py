@@ -230,14 +230,17 @@ def plan_house_tour(
     n_turn = int(round(2 * math.pi / p.turn))
     p.turn_by(n_turn)
     if here is not None:
-        toured.append(here)
+        if len(p.actions) == n_turn:
+            toured.append(here)
         spots.pop(here, None)
     while spots and not p.full:
         rid = min(spots, key=lambda r: math.hypot(spots[r][0] - p.state.x, spots[r][1] - p.state.y))
         goal = spots.pop(rid)
-        if p.go_to(goal) and house.room_at(p.state.x, p.state.y) == rid:
+        if p.go_to(goal) and not p.full and house.room_at(p.state.x, p.state.y) == rid:
+            before = len(p.actions)
             p.turn_by(n_turn)
-            toured.append(rid)
+            if len(p.actions) - before == n_turn:  # a full turn, not one cut short by max_steps
+                toured.append(rid)
     return p.actions, toured
 
 

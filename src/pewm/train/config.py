@@ -123,7 +123,12 @@ class TrainConfig:
             if self.stage != "memory":
                 raise ValueError(f"--memory-init is for --stage memory (it re-initialises the memory reader), not {self.stage!r}")
         if self.memory_ray_query is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
-            raise ValueError("--ray-query is for --stage memory --reader voxel-xattn (it re-initialises that reader)")
+            raise ValueError(f"--ray-query is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
+                             f"not --stage {self.stage} --reader {self.reader}")
+        reader_fields = sorted({"memory_init", "memory_ray_query"} & set(self.model_overrides or {}))
+        if reader_fields and self.init:
+            raise ValueError(f"model_overrides {reader_fields} are ignored with --init (the model's config is used): "
+                             "set TrainConfig.memory_init / memory_ray_query (--memory-init, --ray-query) instead")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
         return self

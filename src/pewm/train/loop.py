@@ -5,10 +5,11 @@
   statistics are calibrated at every checkpoint and at the end. Stage 1 then starts from it
   (``init``) with the autoencoder frozen.
 * Stage 1 (``stage="backbone"``): the whole backbone is trained on navigation clips with an empty
-  memory; the memory reader is frozen (it stays at its zero-gated initialisation).
+  memory; the memory reader is frozen (it stays at its identity initialisation, ``memory_init``).
 * Stage 2 (``stage="memory"``): the model is loaded from a stage-1 run (``init``) with
-  ``WorldModel.from_pretrained(..., reader=...)`` (so the memory gates start at zero and the model
-  starts as exactly the stage-1 model), the backbone is frozen and only the memory reader
+  ``WorldModel.from_pretrained(..., reader=...)`` (the memory blocks start as the identity, so the
+  model starts as exactly the stage-1 model; ``memory_init`` / ``memory_ray_query`` re-initialise
+  the reader with other options), the backbone is frozen and only the memory reader
   (tokenizer + memory blocks) is trained. Each clip's memory is built from its ground-truth history.
 
 AdamW (lr 1e-4, linear warmup), gradient clipping at 1.0, optional bf16 autocast, EMA weights,
@@ -205,7 +206,7 @@ class Trainer:
             model.backbone_parameters() if stage1 else model.memory_parameters())
         for p in group:
             p.requires_grad_(True)
-        model.denoiser.run_memory_blocks = cfg.stage == "memory"  # exact: the memory gates stay 0 before
+        model.denoiser.run_memory_blocks = cfg.stage == "memory"  # exact: the blocks are the identity before
         self.model = model
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.builder = MemoryBuilder(self.model_cfg, cfg.memory, autoencoder=model.autoencoder) \
