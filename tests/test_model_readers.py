@@ -233,3 +233,40 @@ def test_ray_query_config_errors_name_the_value():
         from_preset("micro", reader="frames", memory_ray_query=True)
     with pytest.raises(ValueError, match="memory_init must be one of"):
         from_preset("micro", memory_init="zero")
+
+
+def test_ray_distance_bias_is_zero_on_the_ray_and_falls_with_distance():
+    from pewm.model.memory_readers import ray_distance_bias
+
+    # two frames of 2 tokens each; frame 0 at the origin, frame 1 one metre to the right (x)
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8]])
+    cams = []
+    for o in (torch.zeros(3), torch.tensor([1.0, 0.0, 0.0])):
+        for di in d:
+            cams.append(torch.cat([torch.cross(o, di, dim=0), di]))
+    cam = torch.stack(cams)[None]  # (1, 4, 6)
+    pos = torch.tensor([[[0.0, 0.0, 3.0], [0.0, 1.0, 3.0], [0.0, 0.0, -2.0]]])  # on ray 0, 1 m off, behind
+    b = ray_distance_bias(cam, 2, pos, sigma=0.5)
+    assert b.shape == (1, 4, 3)
+    torch.testing.assert_close(b[0, 0], torch.tensor([0.0, -1.0 / 0.5, -4.0 / 0.5]), atol=1e-5, rtol=0)
+    # frame 1's straight-ahead ray runs along x = 1: the first token is 1 m from it
+    torch.testing.assert_close(b[0, 2, 0], torch.tensor(-1.0 / 0.5), atol=1e-5, rtol=0)
+
+
+def test_ray_bias_reader_starts_as_the_identity_and_its_bias_shapes_attention():
+    m = _model("voxel-xattn", memory_init="zero-out", memory_ray_bias=0.5)
+    batch, x_t, t, cond = _inputs(m)
+    assert cond.memory.positions is not None
+    _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
+    with torch.no_grad():
+        assert torch.equal(m.denoiser(x_t, t, cond), m.denoiser(x_t, t, empty))
+        _perturb_memory(m)
+        v_bias = m.denoiser(x_t, t, cond)
+        m.denoiser.reader.cfg = m.config.replace(memory_ray_bias=0.0)  # same weights, bias off
+        m.denoiser.reader._ray_cache = None
+        v_plain = m.denoiser(x_t, t, cond)
+    assert (v_bias - v_plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="memory_ray_bias is for the voxel-xattn reader"):
+        from_preset("micro", reader="frames", memory_ray_bias=0.5)
+    with pytest.raises(ValueError, match="memory_ray_bias must be a length >= 0"):
+        from_preset("micro", memory_ray_bias=-1.0)

@@ -44,7 +44,7 @@ def resolve_config(out: Path, resume: bool, preset: Optional[str], overrides: di
             raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
         # what the checkpoint's weights were built as cannot change on resume
         for name, flag in (("stage", "--stage"), ("reader", "--reader"), ("memory_init", "--memory-init"),
-                           ("memory_ray_query", "--ray-query")):
+                           ("memory_ray_query", "--ray-query"), ("memory_ray_bias", "--ray-bias")):
             if name in given and given[name] != getattr(base, name):
                 was = getattr(base, name)
                 was = f"{flag} {was!r}" if was is not None else f"no {flag} (the --init model's reader as it was)"
@@ -92,6 +92,9 @@ def register(app: typer.Typer) -> None:
         ray_query: Optional[bool] = typer.Option(
             None, "--ray-query/--no-ray-query", help="stage 2, voxel-xattn: re-initialise the reader with (or without) "
                                                    "queries that embed 3D points along each token's ray [keep --init's]"),
+        ray_bias: Optional[float] = typer.Option(
+            None, "--ray-bias", help="stage 2, voxel-xattn: re-initialise the reader with an attention bias toward map "
+                                     "tokens within about SIGMA metres of each token's ray (0 = off) [keep --init's]"),
         log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
         sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),
         sample_steps: Optional[int] = typer.Option(None, help="DDIM steps of the sample videos"),
@@ -114,6 +117,7 @@ def register(app: typer.Typer) -> None:
                 history=history, max_episodes=max_episodes, log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                 device=device, threads=threads, memory_init=memory_init, memory_ray_query=ray_query,
+                memory_ray_bias=ray_bias,
             )
             cfg = resolve_config(out, resume, preset, overrides)
             if features is not None or dinov2_weights is not None:

@@ -128,6 +128,7 @@ class ModelConfig:
     memory_dropout: float = 0.1  # training: probability to drop the memory of a sample (for CFG)
     memory_init: str = "zero-gate"  # how the memory blocks start as the identity: see MEMORY_INITS
     memory_ray_query: bool = False  # voxel-xattn: queries also embed 3D points along their rays (beyond the paper)
+    memory_ray_bias: float = 0.0  # voxel-xattn: sigma (m) of an attention bias toward map tokens on each ray; 0 = off
     # depth normalisation (log depth between depth_min and depth_max, see normalization.py)
     depth_min: float = 0.1
     depth_max: float = 20.0
@@ -235,7 +236,12 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.memory_ray_query must be a bool, got {self.memory_ray_query!r}")
         if self.memory_ray_query and self.reader != "voxel-xattn":
             raise ValueError(f"ModelConfig.memory_ray_query is for the voxel-xattn reader, not {self.reader!r}")
-        if self.memory_ray_query and self.tokens_per_frame < 2:
+        if not isinstance(self.memory_ray_bias, (int, float)) or isinstance(self.memory_ray_bias, bool) \
+                or not self.memory_ray_bias >= 0:
+            raise ValueError(f"ModelConfig.memory_ray_bias must be a length >= 0 in metres, got {self.memory_ray_bias!r}")
+        if self.memory_ray_bias > 0 and self.reader != "voxel-xattn":
+            raise ValueError(f"ModelConfig.memory_ray_bias is for the voxel-xattn reader, not {self.reader!r}")
+        if (self.memory_ray_query or self.memory_ray_bias > 0) and self.tokens_per_frame < 2:
             raise ValueError(
                 f"ModelConfig.memory_ray_query needs >= 2 tokens per frame to recover camera centres, "
                 f"got tokens_per_frame={self.tokens_per_frame}")

@@ -142,9 +142,11 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(
-        self, q_in: torch.Tensor, kv_in: torch.Tensor, mask: torch.Tensor | None = None, q_extra: torch.Tensor | None = None
+        self, q_in: torch.Tensor, kv_in: torch.Tensor, mask: torch.Tensor | None = None, q_extra: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``q_extra`` (``(B, L, C)``) is added to the projected queries (e.g. a camera embedding)."""
+        """``q_extra`` (``(B, L, C)``) is added to the projected queries (e.g. a camera embedding);
+        ``bias`` (``(B, L, N)``) to the attention logits of every head."""
         b, l, c = q_in.shape
         n = kv_in.shape[1]
         q = self.q(q_in)
@@ -153,5 +155,8 @@ class CrossAttention(nn.Module):
         q = _heads(q, self.heads)
         k, v = self.kv(kv_in).view(b, n, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         attn_mask = None if mask is None else mask[:, None, None, :]
+        if bias is not None:
+            b_ = bias[:, None].to(q.dtype)
+            attn_mask = b_ if attn_mask is None else b_.masked_fill(~attn_mask, float("-inf"))
         o = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=attn_mask)
         return self.proj(o.transpose(1, 2).reshape(b, l, c))

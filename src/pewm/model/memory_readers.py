@@ -104,6 +104,7 @@ class MemoryContext:
     tokens: torch.Tensor
     mask: torch.Tensor
     input_tokens: torch.Tensor | None = None
+    positions: torch.Tensor | None = None  # (B, N, 3) token positions in the current camera's frame (voxel-xattn)
     attn_mask: torch.Tensor | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -123,7 +124,8 @@ class MemoryContext:
 
     def repeat(self, n: int) -> "MemoryContext":
         it = None if self.input_tokens is None else self.input_tokens.repeat(n, 1, 1)
-        return MemoryContext(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), it)
+        pos = None if self.positions is None else self.positions.repeat(n, 1, 1)
+        return MemoryContext(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), it, pos)
 
 
 class MemoryBlock(nn.Module):
@@ -162,8 +164,10 @@ class MemoryBlock(nn.Module):
             raise ValueError(f"MemoryBlock: init must be one of {MEMORY_INITS}, got {init!r}")
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext,
-                q_extra: torch.Tensor | None = None) -> torch.Tensor:
-        """``q_extra`` ``(B, L, width)``: added to the queries beside the camera embedding."""
+                q_extra: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``q_extra`` ``(B, L, width)``: added to the queries beside the camera embedding;
+        ``attn_bias`` ``(B, L, N)``: added to the attention logits of the N map tokens (the null
+        token gets 0)."""
         shift_h, scale_h, gate_m, shift_f, scale_f, gate_h = self.ada_video(c)
         shift_m, scale_m = self.ada_map(c)
         b = x.shape[0]
@@ -173,7 +177,10 @@ class MemoryBlock(nn.Module):
         extra = self.cam(cam.to(x.dtype))
         if q_extra is not None:
             extra = extra + q_extra
-        a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra)
+        bias = None
+        if attn_bias is not None:
+            bias = F.pad(attn_bias.to(x.dtype), (1, 0))  # the null token: no bias
+        a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra, bias=bias)
         x = gated_residual(x, gate_m, a)
         return gated_residual(x, gate_h, self.ff(modulate(self.norm_ff(x), shift_f, scale_f)))
 
@@ -301,6 +308,22 @@ def ray_point_embedding(cam: torch.Tensor, frames: int, dim: int, depths=RAY_QUE
     return sincos_3d(pts, dim).mean(dim=2)
 
 
+def ray_distance_bias(cam: torch.Tensor, frames: int, positions: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Attention-logit bias ``(B, frames * L, N)`` = ``-dist^2 / (2 sigma^2)``, ``dist`` the distance
+    of each map token's position (``(B, N, 3)``, current camera frame) from the half-line of each
+    video token's ray (from its camera centre forward; behind the camera, the distance to the
+    centre). Map tokens on a target ray start with the largest weights, so the memory read is
+    pixel-aligned from the first step of stage 2 (beyond the paper)."""
+    B, N, _ = cam.shape
+    o = ray_origins(cam, frames).repeat_interleave(N // frames, dim=1).float()  # (B, L, 3)
+    d = cam[..., 3:].float()
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    rel = positions.float()[:, None, :, :] - o[:, :, None, :]  # (B, L, N, 3)
+    t = (rel * d[:, :, None, :]).sum(-1).clamp_min(0.0)
+    dist2 = (rel * rel).sum(-1) - t * t
+    return -dist2.clamp_min(0.0) / (2.0 * sigma * sigma)
+
+
 @register_reader
 class VoxelCrossAttnReader(MemoryReader):
     """``voxel-xattn`` (the paper, §3.3): map tokens = Linear(feature ‖ sincos3d(position)).
@@ -317,16 +340,29 @@ class VoxelCrossAttnReader(MemoryReader):
         self.token_proj = nn.Linear(cfg.memory_dim + cfg.memory_pos_dim, cfg.width)
         self.ray_query = nn.Linear(cfg.memory_pos_dim, cfg.width) if cfg.memory_ray_query else None
 
+    def prepare(self, memory: MemoryInput | None, batch: int, device, dtype=torch.float32) -> MemoryContext:
+        ctx = super().prepare(memory, batch, device, dtype)
+        if memory is not None and memory.positions is not None and ctx.tokens.shape[1] == memory.positions.shape[1]:
+            ctx.positions = memory.positions.to(device=device, dtype=torch.float32)
+        return ctx
+
     def block(self, i: int, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx: MemoryContext) -> torch.Tensor:
-        extra = None
-        if self.ray_query is not None:
-            # the same rays for every block of one forward: embed them once (keyed on the tensor)
+        extra = bias = None
+        if self.ray_query is not None or self.cfg.memory_ray_bias > 0:
+            # the same rays for every block of one forward: compute once (keyed on the tensors)
             cached = getattr(self, "_ray_cache", None)
-            if cached is None or cached[0] is not cam:
-                cached = (cam, ray_point_embedding(cam.float(), self.cfg.frames + 1, self.cfg.memory_pos_dim))
+            if cached is None or cached[0] is not cam or cached[1] is not ctx:
+                emb = ray_point_embedding(cam.float(), self.cfg.frames + 1, self.cfg.memory_pos_dim) \
+                    if self.ray_query is not None else None
+                rb = None
+                if self.cfg.memory_ray_bias > 0 and ctx.positions is not None and ctx.positions.shape[1] > 0:
+                    rb = ray_distance_bias(cam.float(), self.cfg.frames + 1, ctx.positions, self.cfg.memory_ray_bias)
+                cached = (cam, ctx, emb, rb)
                 self._ray_cache = cached
-            extra = self.ray_query(cached[1].to(x.dtype))
-        return self.blocks[i](x, c, cam, ctx, q_extra=extra)
+            if cached[2] is not None:
+                extra = self.ray_query(cached[2].to(x.dtype))
+            bias = cached[3]
+        return self.blocks[i](x, c, cam, ctx, q_extra=extra, attn_bias=bias)
 
     def tokenize(self, memory, batch, device, dtype):
         cfg = self.cfg

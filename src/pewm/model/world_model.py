@@ -37,7 +37,7 @@ MEMORY_BUILD_NAME = "memory.json"  # optional: the MemoryBuildConfig the reader 
 READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
 # ModelConfig fields that belong to a reader, not to the shared backbone: saved with a reader's
 # weights (safetensors metadata) and applied when from_pretrained(reader=...) loads them
-READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query")
+READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query", "memory_ray_bias")
 READER_PREFIX = "denoiser.reader."
 FORMAT = "pewm.WorldModel"
 FORMAT_VERSION = 1
@@ -122,14 +122,16 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
-    def reinit_reader(self, memory_init: str | None = None, memory_ray_query: bool | None = None) -> None:
+    def reinit_reader(self, memory_init: str | None = None, memory_ray_query: bool | None = None,
+                      memory_ray_bias: float | None = None) -> None:
         """Replace the memory reader by a freshly initialised one (``memory_init``,
         ``memory_ray_query``: see ``ModelConfig``; None keeps the configured value). The backbone is untouched and
         the model's output with any memory equals its output without memory again (stage 2 starts
         from exactly the stage-1 model); trained memory weights are discarded."""
         from pewm.model.memory_readers import build_reader
 
-        changes = {k: v for k, v in (("memory_init", memory_init), ("memory_ray_query", memory_ray_query)) if v is not None}
+        changes = {k: v for k, v in (("memory_init", memory_init), ("memory_ray_query", memory_ray_query),
+                                     ("memory_ray_bias", memory_ray_bias)) if v is not None}
         cfg = self.config.replace(**changes).validate() if changes else self.config
         like = next(self.denoiser.backbone_parameters())
         self.config = cfg

@@ -70,6 +70,7 @@ class TrainConfig:
     # --init model's reader as it is)
     memory_init: str | None = None
     memory_ray_query: bool | None = None  # stage 2: re-initialise the voxel-xattn reader with/without ray queries
+    memory_ray_bias: float | None = None  # stage 2: re-initialise the voxel-xattn reader with this ray bias sigma (m)
     precision: str = "fp32"
     seed: int = 0
     # bookkeeping
@@ -125,7 +126,10 @@ class TrainConfig:
         if self.memory_ray_query is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
             raise ValueError(f"--ray-query is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
                              f"not --stage {self.stage} --reader {self.reader}")
-        reader_fields = sorted({"memory_init", "memory_ray_query"} & set(self.model_overrides or {}))
+        if self.memory_ray_bias is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
+            raise ValueError(f"--ray-bias is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
+                             f"not --stage {self.stage} --reader {self.reader}")
+        reader_fields = sorted({"memory_init", "memory_ray_query", "memory_ray_bias"} & set(self.model_overrides or {}))
         if reader_fields and self.init:
             raise ValueError(f"model_overrides {reader_fields} are ignored with --init (the model's config is used): "
                              "set TrainConfig.memory_init / memory_ray_query (--memory-init, --ray-query) instead")

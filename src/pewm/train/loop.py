@@ -59,7 +59,7 @@ from pewm.train.ema import EMA
 
 METRICS_NAME = "metrics.jsonl"
 # config fields that may differ between a stage-1 model and the stage-2 preset
-_INIT_FREE_FIELDS = {"reader", "memory_dropout", "memory_init", "memory_ray_query"}
+_INIT_FREE_FIELDS = {"reader", "memory_dropout", "memory_init", "memory_ray_query", "memory_ray_bias"}
 
 
 @dataclass
@@ -182,10 +182,10 @@ class Trainer:
             init_cfg = WorldModel.load_config(mdir)
             check_init_compatible(init_cfg, self.model_cfg, cfg.init)
             model = WorldModel.from_pretrained(mdir, reader=cfg.reader)
-            if cfg.memory_init is not None or cfg.memory_ray_query is not None:
+            if cfg.memory_init is not None or cfg.memory_ray_query is not None or cfg.memory_ray_bias is not None:
                 # (a resumed run then loads its trained reader from the checkpoint)
                 torch.manual_seed(cfg.seed)
-                model.reinit_reader(cfg.memory_init, cfg.memory_ray_query)
+                model.reinit_reader(cfg.memory_init, cfg.memory_ray_query, cfg.memory_ray_bias)
             self.model_cfg = model.config.replace(memory_dropout=self.model_cfg.memory_dropout)
         else:
             model = WorldModel(self.model_cfg)
