@@ -65,6 +65,7 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
         (["--features", "dinov2"], "--dinov2-weights"),
         (["--memory-init", "zero-out"], "--memory-init is for --stage memory"),
         (["--ray-query"], "--ray-query is for --stage memory --reader voxel-xattn"),
+        (["--ray-bias", "0.5"], "--ray-bias is for --stage memory --reader voxel-xattn"),
     ],
 )
 def test_errors_exit_2_with_a_message(small_dataset, tmp_path, extra, message):
