@@ -168,7 +168,7 @@ def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
     _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
     with torch.no_grad():
         assert (m.denoiser(x_t, t, cond) - m.denoiser(x_t, t, empty)).abs().max() > 1e-3
-    m.reinit_reader("zero-out")
+    m.reinit_reader(memory_init="zero-out")
     assert m.config.memory_init == "zero-out" and m.denoiser.cfg.memory_init == "zero-out"
     for n, p in m.denoiser.named_parameters():
         if not n.startswith("reader."):
@@ -179,7 +179,7 @@ def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
     m.save_pretrained(tmp_path / "m")
     assert WorldModel.from_pretrained(tmp_path / "m").config.memory_init == "zero-out"
     with pytest.raises(ValueError, match="memory_init"):
-        m.reinit_reader("zero")
+        m.reinit_reader(memory_init="zero")
 
 
 def test_ray_origins_recover_every_camera_centre_from_the_pooled_plucker_rays():

@@ -188,7 +188,7 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
     main = _trained("voxel-render")
     d = main.save_pretrained(tmp_path / "m")
     xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
-    xattn.reinit_reader("zero-out", True)
+    xattn.reinit_reader(memory_init="zero-out", memory_ray_query=True)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in xattn.memory_parameters():
@@ -203,7 +203,7 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
     assert (other.config.memory_init, other.config.memory_ray_query) == ("zero-gate", False)
     # re-initialising keeps the backbone's dtype and device
     half = WorldModel.from_pretrained(d).to(torch.float64)
-    half.reinit_reader("zero-out")
+    half.reinit_reader(memory_init="zero-out")
     assert all(p.dtype == torch.float64 for p in half.memory_parameters())
     batch = synthetic_batch(again.config, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

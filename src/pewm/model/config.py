@@ -43,6 +43,10 @@ ANCHORS = ("none", "latent", "pixel", "both")
 # the gates have moved), "zero-out" = gates at 1 and zero-initialised output projections of the
 # attention and the feed-forward (every memory parameter behind them gets gradient from step 1).
 MEMORY_INITS = ("zero-gate", "zero-out")
+# ModelConfig fields that belong to a memory reader, not to the shared backbone: saved with a
+# reader's weights, free to differ between a stage-1 model and its stage-2 run, and what
+# WorldModel.reinit_reader / TrainConfig (same names) can set for stage 2
+READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query", "memory_ray_bias")
 
 
 @dataclass

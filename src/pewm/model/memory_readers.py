@@ -294,17 +294,22 @@ def ray_origins(cam: torch.Tensor, frames: int) -> torch.Tensor:
     return o[..., 0].to(cam.dtype)
 
 
+def token_rays(cam: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Origin and unit direction ``(B, frames * L, 3)`` each of every token's ray (fp32)."""
+    B, N, _ = cam.shape
+    o = ray_origins(cam, frames).repeat_interleave(N // frames, dim=1).float()
+    d = cam[..., 3:].float()
+    return o, d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
 def ray_point_embedding(cam: torch.Tensor, frames: int, dim: int, depths=RAY_QUERY_DEPTHS) -> torch.Tensor:
     """``(B, frames * L, dim)``: for each token, the mean 3D sinusoidal embedding (the map tokens'
     own :func:`sincos_3d`) of the points at ``depths`` metres along its ray, all in the current
     camera's frame. Its dot product with a map token's position embedding is a sum of sinusoidal
     kernels between the voxel and the ray's points: large for voxels on the ray, whatever the pose."""
-    B, N, _ = cam.shape
-    o = ray_origins(cam, frames).repeat_interleave(N // frames, dim=1)  # (B, N, 3)
-    d = cam[..., 3:].float()
-    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    o, d = token_rays(cam, frames)  # (B, N, 3) each
     s = torch.as_tensor(depths, dtype=torch.float32, device=cam.device)
-    pts = o.float()[:, :, None] + s[None, None, :, None] * d[:, :, None]  # (B, N, S, 3)
+    pts = o[:, :, None] + s[None, None, :, None] * d[:, :, None]  # (B, N, S, 3)
     return sincos_3d(pts, dim).mean(dim=2)
 
 
@@ -314,10 +319,7 @@ def ray_distance_bias(cam: torch.Tensor, frames: int, positions: torch.Tensor, s
     video token's ray (from its camera centre forward; behind the camera, the distance to the
     centre). Map tokens on a target ray start with the largest weights, so the memory read is
     pixel-aligned from the first step of stage 2 (beyond the paper)."""
-    B, N, _ = cam.shape
-    o = ray_origins(cam, frames).repeat_interleave(N // frames, dim=1).float()  # (B, L, 3)
-    d = cam[..., 3:].float()
-    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    o, d = token_rays(cam, frames)  # (B, L, 3) each
     rel = positions.float()[:, None, :, :] - o[:, :, None, :]  # (B, L, N, 3)
     t = (rel * d[:, :, None, :]).sum(-1).clamp_min(0.0)
     dist2 = (rel * rel).sum(-1) - t * t
@@ -331,7 +333,9 @@ class VoxelCrossAttnReader(MemoryReader):
     With ``ModelConfig.memory_ray_query`` (beyond the paper), each video token's query also gets a
     linear map of :func:`ray_point_embedding` of its patch's ray, so attending to the voxels along a
     target ray is a similarity in the shared sinusoidal space rather than a camera projection the
-    attention must learn."""
+    attention must learn. With ``ModelConfig.memory_ray_bias`` (beyond the paper) the attention
+    logits get :func:`ray_distance_bias`, so each query starts reading the voxels on its own ray.
+    Both are computed once per forward (all blocks share the rays) and reused across sampling steps."""
 
     name = "voxel-xattn"
 
@@ -342,7 +346,7 @@ class VoxelCrossAttnReader(MemoryReader):
 
     def prepare(self, memory: MemoryInput | None, batch: int, device, dtype=torch.float32) -> MemoryContext:
         ctx = super().prepare(memory, batch, device, dtype)
-        if memory is not None and memory.positions is not None and ctx.tokens.shape[1] == memory.positions.shape[1]:
+        if memory is not None and memory.tokens is not None:  # positions were validated by tokenize
             ctx.positions = memory.positions.to(device=device, dtype=torch.float32)
         return ctx
 

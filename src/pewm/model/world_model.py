@@ -26,7 +26,7 @@ from torch import nn
 
 from pewm.geometry import Action, ActionConfig, check_pose, intrinsics_matrix, poses_from_actions
 from pewm.model.autoencoder import RGBDAutoencoder
-from pewm.model.config import ModelConfig, from_preset
+from pewm.model.config import READER_CONFIG_FIELDS, ModelConfig, from_preset
 from pewm.model.denoiser import Conditioning, Denoiser
 from pewm.model.diffusion import VDiffusion
 from pewm.model.memory_readers import MemoryInput
@@ -35,9 +35,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MEMORY_BUILD_NAME = "memory.json"  # optional: the MemoryBuildConfig the reader was trained with
 READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
-# ModelConfig fields that belong to a reader, not to the shared backbone: saved with a reader's
-# weights (safetensors metadata) and applied when from_pretrained(reader=...) loads them
-READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query", "memory_ray_bias")
+# reader options (ModelConfig fields) travel in the safetensors metadata of a reader's weights
 READER_PREFIX = "denoiser.reader."
 FORMAT = "pewm.WorldModel"
 FORMAT_VERSION = 1
@@ -122,16 +120,18 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
-    def reinit_reader(self, memory_init: str | None = None, memory_ray_query: bool | None = None,
-                      memory_ray_bias: float | None = None) -> None:
-        """Replace the memory reader by a freshly initialised one (``memory_init``,
-        ``memory_ray_query``: see ``ModelConfig``; None keeps the configured value). The backbone is untouched and
+    def reinit_reader(self, **options) -> None:
+        """Replace the memory reader by a freshly initialised one; ``options`` are reader fields of
+        ``ModelConfig`` (:data:`READER_CONFIG_FIELDS`: ``memory_init``, ``memory_ray_query``,
+        ``memory_ray_bias``; None keeps the configured value). The backbone is untouched and
         the model's output with any memory equals its output without memory again (stage 2 starts
         from exactly the stage-1 model); trained memory weights are discarded."""
         from pewm.model.memory_readers import build_reader
 
-        changes = {k: v for k, v in (("memory_init", memory_init), ("memory_ray_query", memory_ray_query),
-                                     ("memory_ray_bias", memory_ray_bias)) if v is not None}
+        unknown = sorted(set(options) - set(READER_CONFIG_FIELDS))
+        if unknown:
+            raise TypeError(f"reinit_reader: unknown reader option(s) {unknown}; known: {READER_CONFIG_FIELDS}")
+        changes = {k: v for k, v in options.items() if v is not None}
         cfg = self.config.replace(**changes).validate() if changes else self.config
         like = next(self.denoiser.backbone_parameters())
         self.config = cfg

@@ -129,7 +129,9 @@ class TrainConfig:
         if self.memory_ray_bias is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
             raise ValueError(f"--ray-bias is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
                              f"not --stage {self.stage} --reader {self.reader}")
-        reader_fields = sorted({"memory_init", "memory_ray_query", "memory_ray_bias"} & set(self.model_overrides or {}))
+        from pewm.model.config import READER_CONFIG_FIELDS
+
+        reader_fields = sorted(set(READER_CONFIG_FIELDS) & set(self.model_overrides or {}))
         if reader_fields and self.init:
             raise ValueError(f"model_overrides {reader_fields} are ignored with --init (the model's config is used): "
                              "set TrainConfig.memory_init / memory_ray_query (--memory-init, --ray-query) instead")

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from pewm.model import ClipBatch, ModelConfig, WorldModel
+from pewm.model.config import READER_CONFIG_FIELDS
 from pewm.model.memory_input import MemoryBuilder
 from pewm.train import distributed as D
 from pewm.train.checkpoint import (
@@ -59,7 +60,7 @@ from pewm.train.ema import EMA
 
 METRICS_NAME = "metrics.jsonl"
 # config fields that may differ between a stage-1 model and the stage-2 preset
-_INIT_FREE_FIELDS = {"reader", "memory_dropout", "memory_init", "memory_ray_query", "memory_ray_bias"}
+_INIT_FREE_FIELDS = {"reader", "memory_dropout", *READER_CONFIG_FIELDS}
 
 
 @dataclass
@@ -182,10 +183,10 @@ class Trainer:
             init_cfg = WorldModel.load_config(mdir)
             check_init_compatible(init_cfg, self.model_cfg, cfg.init)
             model = WorldModel.from_pretrained(mdir, reader=cfg.reader)
-            if cfg.memory_init is not None or cfg.memory_ray_query is not None or cfg.memory_ray_bias is not None:
-                # (a resumed run then loads its trained reader from the checkpoint)
+            options = {k: getattr(cfg, k) for k in READER_CONFIG_FIELDS if getattr(cfg, k) is not None}
+            if options:  # (a resumed run then loads its trained reader from the checkpoint)
                 torch.manual_seed(cfg.seed)
-                model.reinit_reader(cfg.memory_init, cfg.memory_ray_query, cfg.memory_ray_bias)
+                model.reinit_reader(**options)
             self.model_cfg = model.config.replace(memory_dropout=self.model_cfg.memory_dropout)
         else:
             model = WorldModel(self.model_cfg)
