@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from pewm.memory import VoxelMap, VoxelMapConfig
-from pewm.model.memory_input import scale_intrinsics
+from pewm.model.frame_ops import scale_intrinsics
 
 
 def upsample(rgb: np.ndarray, depth: np.ndarray, K: np.ndarray, s: int, rel: float = 0.05):

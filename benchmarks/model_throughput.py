@@ -24,7 +24,7 @@ from _results import write_results
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
-from pewm.model import READERS, WorldModel, from_preset
+from pewm.model import READERS, SamplingConfig, WorldModel, from_preset
 from pewm.model.testing import synthetic_batch, synthetic_memory
 
 # FlopCounterMode has no formula for the CPU flash-attention kernels (torch 2.x): add them.
@@ -113,7 +113,8 @@ def generate_bench(reader: str, steps_list: list[int]) -> dict:
     out = {"default_steps": cfg.diffusion.sampling_steps, "seconds": {}}
     for steps in steps_list:
         out["seconds"][str(steps)] = timed(
-            lambda: m.generate(rgb, depth, b.poses[0, 0], b.K, actions=[0, 1, 0, 0, 2, 0, 0, 0], memory=mem, steps=steps),
+            lambda: m.generate(rgb, depth, b.poses[0, 0], b.K, actions=[0, 1, 0, 0, 2, 0, 0, 0], memory=mem,
+                               sampling=SamplingConfig(steps=steps)),
             repeats=3 if steps <= 20 else 1,
         )
     return out

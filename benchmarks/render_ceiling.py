@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pewm.eval.benchmark import BenchmarkConfig, load_episodes
 from pewm.memory import VoxelMap, VoxelMapConfig
-from pewm.model.memory_input import scale_intrinsics
+from pewm.model.frame_ops import scale_intrinsics
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -46,7 +46,7 @@ def measure(episodes, voxel: float, supersample: int, splat_scale: float, res: i
         K = scale_intrinsics(e.K, (res, res), (res * s, res * s))
         r = vm.render(K, torch.from_numpy(e.poses[idx]).float(), res * s, res * s)
         img, dep, cov = r.image.float(), r.depth.float(), r.mask.float()
-        if s > 1:  # as pewm.model.memory_input.rendered_input
+        if s > 1:  # as pewm.model.readers.voxel_render.rendered_input (colour and coverage)
             frac = F.avg_pool2d(cov[:, None], s)
             img = F.avg_pool2d(img * cov[:, None], s) / frac.clamp_min(1e-6)
             dep = (F.avg_pool2d((dep * cov)[:, None], s) / frac.clamp_min(1e-6))[:, 0]

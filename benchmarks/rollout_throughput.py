@@ -28,7 +28,7 @@ from _results import write_results
 import numpy as np
 import torch
 
-from pewm.model import READERS, WorldModel, from_preset
+from pewm.model import READERS, SamplingConfig, WorldModel, from_preset
 from pewm.rollout import rollout
 
 
@@ -111,10 +111,11 @@ def main() -> None:
     print(f"walk: {len(actions)} actions (forward {counts[0]}, left {counts[1]}, right {counts[2]})")
 
     gen = torch.Generator().manual_seed(args.seed)
+    sampling = SamplingConfig(steps=args.ddim_steps)
     # warm-up: one chunk (scheduler construction, first-call allocations) outside the measurement
-    rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions[:H], steps=args.ddim_steps, generator=gen)
+    rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions[:H], sampling=sampling, generator=gen)
     t0 = time.perf_counter()
-    r = rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions, steps=args.ddim_steps, generator=gen,
+    r = rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions, sampling=sampling, generator=gen,
                 progress=True)
     total = time.perf_counter() - t0
 

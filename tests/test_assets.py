@@ -5,6 +5,7 @@ import torch
 
 from pewm.assets import DEFAULT_MODEL, default_model_dir, load_model, resolve_model_path
 from pewm.geometry import camera_pose_from_agent, intrinsics_from_fov
+from pewm.model import SamplingConfig
 from pewm.model.testing import torch_threads
 
 
@@ -24,7 +25,8 @@ def test_shipped_model_generates_a_chunk():
         rgb = torch.full((1, h, h, 3), 128, dtype=torch.uint8)
         depth = torch.full((1, h, h), 2.0)
         pose = torch.from_numpy(camera_pose_from_agent(0.0, 0.0, 0.0, 1.25))[None]
-        out = m.generate(rgb, depth, pose, intrinsics_from_fov(h, h, 90.0), actions=[[0] * cfg.frames], steps=2,
+        out = m.generate(rgb, depth, pose, intrinsics_from_fov(h, h, 90.0), actions=[[0] * cfg.frames],
+                         sampling=SamplingConfig(steps=2),
                          generator=torch.Generator().manual_seed(0))
         assert out.rgb.shape == (1, cfg.frames, h, h, 3)
         d = out.depth.numpy()

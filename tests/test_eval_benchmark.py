@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pewm.cli.main import app
 from pewm.eval.benchmark import BenchmarkConfig, choose_cut, run_benchmark
-from pewm.model import WorldModel
+from pewm.model import SamplingConfig, WorldModel
 from pewm.model.testing import torch_threads
 
 
@@ -84,7 +84,8 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
     root, _, _ = micro_models
     cfg = BenchmarkConfig(data=str(data), out=str(tmp_path / "eval"), model=str(root / "main"),
                           modes=("voxel-render", "frames", "none"), seeds=2, split="all", horizon=4,
-                          min_history=8, batch=2, sampling_steps=2, videos=1, long_horizon=1, long_steps=16)
+                          min_history=8, batch=2, sampling=SamplingConfig(steps=2), videos=1, long_horizon=1,
+                          long_steps=16)
     res = run_benchmark(cfg)
     out = tmp_path / "eval"
     saved = json.loads((out / "results.json").read_text())
@@ -134,7 +135,7 @@ def test_demo_writes_video_and_summary(micro_models, tmp_path):
 
 
 def test_memory_build_settings_reach_the_builder(tmp_path):
-    from pewm.model.memory_input import MemoryBuilder
+    from pewm.model.memory_build import MemoryBuilder
 
     m = WorldModel.from_preset("micro", reader="voxel-render")
     assert MemoryBuilder.for_model(m).cfg.surface_voxel == 0.05  # defaults without saved settings

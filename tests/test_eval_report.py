@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from pewm.eval import report
+from pewm import atomic
 from pewm.eval.metrics import METRICS
 from pewm.eval.report import (
     aggregate,
@@ -108,7 +108,7 @@ def test_write_results_json_schema_and_atomic(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)  # report writers write through pewm.atomic
     with pytest.raises(OSError):
         write_results_json(path, {"other": {}}, META)
     assert path.read_bytes() == before

@@ -51,6 +51,6 @@ def test_map_command(tmp_path):
     for f in ("map.ply", "map_topdown.png", "map.safetensors"):
         assert (tmp_path / "out" / f).is_file()
     pm = PersistentMap.load(tmp_path / "out" / "map.safetensors")
-    assert len(pm) > 0 and len(pm.surface) > 0 and "voxels" in res.output
+    assert len(pm) > 0 and len(pm.surface) > 0 and "voxels" in res.stderr  # messages go to stderr
     out = pm.render(intr.matrix, P[0], 32, 32)
     assert out.mask.float().mean() > 0.9

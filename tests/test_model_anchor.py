@@ -1,13 +1,16 @@
 """Map-anchored sampling (voxel-render, beyond the paper): ``known`` regions in the DDIM loop and
 the ``anchor`` modes of ``WorldModel.generate``; render supersampling of the memory input."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 from pewm.geometry import camera_pose_from_agent, intrinsics_from_fov
-from pewm.model import MemoryInput, VDiffusion, WorldModel, from_preset
+from pewm.model import MemoryInput, SamplingConfig, VDiffusion, WorldModel, from_preset
 from pewm.model.config import DiffusionConfig
+from pewm.model.sampling import KnownRegion
 from pewm.model.testing import torch_threads
 
 LATENT = dict(autoencoder=dict(latent_channels=4, downsample=2, channels=[16]), patch_size=2)
@@ -26,6 +29,10 @@ def _model(latent: bool, reader: str = "voxel-render") -> WorldModel:
         for p in m.denoiser.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return m.eval()
+
+
+def _g(seed: int = 1) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def _inputs(cfg, coverage: float = 0.6):
@@ -78,9 +85,10 @@ def test_ddim_keeps_known_values_and_fills_the_rest():
 def test_pixel_anchor_copies_covered_pixels_and_leaves_the_rest(latent):
     m = _model(latent)
     rgb, depth, pose, K, mem = _inputs(m.config)
-    kw = dict(actions=[[0] * m.config.frames], memory=mem, steps=2)
-    free = m.generate(rgb, depth, pose, K, anchor="none", generator=torch.Generator().manual_seed(1), **kw)
-    anch = m.generate(rgb, depth, pose, K, anchor="pixel", generator=torch.Generator().manual_seed(1), **kw)
+    kw = dict(actions=[[0] * m.config.frames], memory=mem)
+    s = SamplingConfig(steps=2)
+    free = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="none"), generator=_g(), **kw)
+    anch = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="pixel"), generator=_g(), **kw)
     cov = mem.rendered[0, :, 4] > 0.5
     want_rgb = (mem.rendered[0, :, :3].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     assert torch.equal(anch.rgb[0][cov], want_rgb[cov])
@@ -89,20 +97,27 @@ def test_pixel_anchor_copies_covered_pixels_and_leaves_the_rest(latent):
     assert not torch.equal(free.rgb[0][cov], want_rgb[cov])
 
 
-def test_latent_anchor_fixes_fully_covered_cells():
+def test_latent_anchor_fixes_fully_covered_cells(monkeypatch):
+    import pewm.model.world_model as W
+
     m = _model(latent=True)
     rgb, depth, pose, K, mem = _inputs(m.config, coverage=0.5)
-    kw = dict(actions=[[0] * m.config.frames], memory=mem, steps=3)
+    kw = dict(actions=[[0] * m.config.frames], memory=mem)
+    s = SamplingConfig(steps=3)
     seen = {}
-    sample = m.diffusion.sample
+    sample = W.ddim_sample
 
-    def spy(*a, **k):
-        seen.update(k)
+    def spy(*a, **k):  # the DDIM loop generate runs: what its anchoring hook keeps, and the sample
+        hooks = inspect.signature(sample).bind(*a, **k).arguments.get("hooks", ())
+        region = [h for h in hooks if isinstance(h, KnownRegion)]
+        assert len(region) <= 1
+        seen["known"] = region[0].known if region else None
+        seen["known_mask"] = region[0].mask if region else None
         seen["out"] = sample(*a, **k)
         return seen["out"]
 
-    m.diffusion.sample = spy
-    m.generate(rgb, depth, pose, K, anchor="latent", generator=torch.Generator().manual_seed(1), **kw)
+    monkeypatch.setattr(W, "ddim_sample", spy)
+    m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="latent"), generator=_g(), **kw)
     enc = m.encode_memory(mem).rendered_latent
     full = enc[:, :, -1:] >= 1.0 - 1e-6  # latent cells the render covers completely ...
     # ... whose neighbours it covers completely too (the encoder sees past a cell's edge)
@@ -116,10 +131,10 @@ def test_latent_anchor_fixes_fully_covered_cells():
     full = cells.expand_as(out)
     assert torch.equal(out[full], known[full]), "covered cells end exactly at the render's latents"
     assert not torch.allclose(out[~full], known[~full], atol=0.1), "the rest is generated"
-    m.generate(rgb, depth, pose, K, anchor="none", generator=torch.Generator().manual_seed(1), **kw)
+    m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="none"), generator=_g(), **kw)
     assert seen["known"] is None and seen["known_mask"] is None
     # "both": latent anchoring, then the covered pixels copied from the render
-    both = m.generate(rgb, depth, pose, K, anchor="both", generator=torch.Generator().manual_seed(1), **kw)
+    both = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="both"), generator=_g(), **kw)
     assert seen["known"] is not None
     cov = mem.rendered[0, :, 4] > 0.5
     want = (mem.rendered[0, :, :3].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
@@ -129,15 +144,18 @@ def test_latent_anchor_fixes_fully_covered_cells():
 def test_anchor_without_memory_or_reader_and_bad_values():
     m = _model(latent=True)
     rgb, depth, pose, K, _ = _inputs(m.config)
-    kw = dict(actions=[[0] * m.config.frames], steps=2)
-    a = m.generate(rgb, depth, pose, K, anchor="both", generator=torch.Generator().manual_seed(1), **kw)
-    b = m.generate(rgb, depth, pose, K, anchor="none", generator=torch.Generator().manual_seed(1), **kw)
+    kw = dict(actions=[[0] * m.config.frames])
+    s = SamplingConfig(steps=2)
+    a = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="both"), generator=_g(), **kw)
+    b = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="none"), generator=_g(), **kw)
     assert torch.equal(a.rgb, b.rgb), "no memory: nothing to anchor to"
-    with pytest.raises(ValueError, match="anchor must be one of"):
-        m.generate(rgb, depth, pose, K, anchor="copy", **kw)
+    with pytest.raises(ValueError,
+                       match=r"sampling anchor must be one of \('none', 'latent', 'pixel', 'both'\), got 'copy'"):
+        m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="copy"), **kw)
     other = _model(latent=False, reader="voxel-xattn")
-    with pytest.raises(ValueError, match="needs a voxel-render model"):
-        other.generate(rgb, depth, pose, K, anchor="pixel", **kw)
+    with pytest.raises(ValueError, match=r"anchor='pixel' needs a reader that can anchor \(\['voxel-render'\]\), "
+                                         r"this model reads 'voxel-xattn'"):
+        other.generate(rgb, depth, pose, K, sampling=s.replace(anchor="pixel"), **kw)
     with pytest.raises(ValueError, match="DiffusionConfig.anchor"):
         DiffusionConfig(anchor="copy").validate()
 
@@ -145,16 +163,18 @@ def test_anchor_without_memory_or_reader_and_bad_values():
 def test_model_default_anchor_comes_from_the_config():
     m = _model(latent=False)
     rgb, depth, pose, K, mem = _inputs(m.config)
-    kw = dict(actions=[[0] * m.config.frames], memory=mem, steps=2)
-    explicit = m.generate(rgb, depth, pose, K, anchor="pixel", generator=torch.Generator().manual_seed(1), **kw)
+    kw = dict(actions=[[0] * m.config.frames], memory=mem)
+    s = SamplingConfig(steps=2)
+    explicit = m.generate(rgb, depth, pose, K, sampling=s.replace(anchor="pixel"), generator=_g(), **kw)
     m.config.diffusion.anchor = "pixel"
-    default = m.generate(rgb, depth, pose, K, generator=torch.Generator().manual_seed(1), **kw)
+    default = m.generate(rgb, depth, pose, K, sampling=s, generator=_g(), **kw)
     assert torch.equal(explicit.rgb, default.rgb)
 
 
 def test_render_supersample_antialiases_edges_and_keeps_depths_real():
     from pewm.memory import PersistentMap, PersistentMapConfig, VoxelMapConfig
-    from pewm.model.memory_input import MemoryBuildConfig, MemoryBuilder, rendered_input
+    from pewm.model.memory_build import MemoryBuildConfig, MemoryBuilder
+    from pewm.model.readers.voxel_render import rendered_input
 
     cfg = from_preset("micro", reader="voxel-render")
     h, w = cfg.image_height, cfg.image_width
@@ -182,7 +202,7 @@ def test_render_supersample_antialiases_edges_and_keeps_depths_real():
     assert float((cols.float() - edge).abs().max()) <= 3, (cols, edge)
     # the builder renders with its memory settings
     b = MemoryBuilder(cfg, MemoryBuildConfig(render_supersample=2))
-    torch.testing.assert_close(b.from_map(pmap, pose, pose[None], K).rendered[0, 0], two)
+    torch.testing.assert_close(b.read(pmap, pose, pose[None], K).rendered[0, 0], two)
     with pytest.raises(ValueError, match="supersample"):
         rendered_input(pmap, K, pose[None], cfg, 0)
     with pytest.raises(ValueError, match="render_supersample"):
@@ -192,11 +212,11 @@ def test_render_supersample_antialiases_edges_and_keeps_depths_real():
 def test_known_cells_are_renoised_to_the_next_timestep(monkeypatch):
     """Between DDIM steps the known region is the known value noised to the timestep the model
     sees next (RePaint), not only replaced at the end."""
-    import pewm.model.diffusion as D
+    import pewm.model.sampling as S
 
     cfg = from_preset("micro")
     calls = []
-    make = D.make_scheduler
+    make = S.make_scheduler
 
     def spying(c):
         sched = make(c)
@@ -209,7 +229,7 @@ def test_known_cells_are_renoised_to_the_next_timestep(monkeypatch):
         sched.add_noise = add_noise
         return sched
 
-    monkeypatch.setattr(D, "make_scheduler", spying)
+    monkeypatch.setattr(S, "make_scheduler", spying)  # the scheduler of the DDIM loop
     seen = []
 
     class Record:

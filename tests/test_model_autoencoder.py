@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pewm.geometry import camera_pose_from_agent
-from pewm.model import MemoryInput, WorldModel
+from pewm.model import MemoryInput, SamplingConfig, WorldModel
 from pewm.model.autoencoder import AutoencoderConfig, RGBDAutoencoder
 from pewm.model.testing import torch_threads
 from pewm.train import train, train_preset
@@ -97,13 +97,13 @@ def test_latent_world_model_generates_pixels_and_round_trips(tmp_path):
     K = torch.tensor([[8.0, 0, 7.5], [0, 8.0, 7.5], [0, 0, 1]])
     g = torch.Generator().manual_seed(1)
     pose = torch.from_numpy(camera_pose_from_agent(0.0, 0.0, 0.0, 1.25))[None]
-    out = m.generate(rgb, depth, pose, K, actions=[[0, 1]], steps=2, generator=g)
+    out = m.generate(rgb, depth, pose, K, actions=[[0, 1]], sampling=SamplingConfig(steps=2), generator=g)
     assert out.rgb.shape == (1, 2, 16, 16, 3) and out.depth.shape == (1, 2, 16, 16)
     assert torch.isfinite(out.depth).all() and (out.depth > 0).all()
     m.save_pretrained(tmp_path / "m")
     again = WorldModel.from_pretrained(tmp_path / "m")
     assert again.config == cfg and float(again.autoencoder.latent_std[0]) == 2.0
-    out2 = again.generate(rgb, depth, pose, K, actions=[[0, 1]], steps=2,
+    out2 = again.generate(rgb, depth, pose, K, actions=[[0, 1]], sampling=SamplingConfig(steps=2),
                           generator=torch.Generator().manual_seed(1))
     assert torch.equal(out.rgb, out2.rgb)
 

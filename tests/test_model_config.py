@@ -45,6 +45,10 @@ def test_overrides_including_nested_diffusion():
         (dict(memory_dropout=1.0), "memory_dropout"),
         (dict(diffusion={"sampling_step": 3}), "unknown key"),
         (dict(diffusion={"sampling_steps": 0}), "sampling_steps"),
+        (dict(reader_options={"init": "zero"}), "voxel-xattn reader option init must be one of"),
+        (dict(reader_options={"colour": 1}), r"the voxel-xattn reader has no option\(s\) \['colour'\]"),
+        (dict(reader="frames", reader_options={"ray_bias": 0.5}),
+         r"the frames reader has no option\(s\) \['ray_bias'\]"),
     ],
 )
 def test_invalid_configs_raise_naming_the_field(bad, match):
@@ -59,6 +63,20 @@ def test_unknown_keys_in_dict_and_preset_name():
         ModelConfig.from_dict(d)
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         from_preset("huge")
+
+
+def test_reader_options_are_stored_complete_and_follow_the_reader():
+    cfg = from_preset("micro")
+    assert cfg.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.0}
+    assert from_preset("micro", reader="frames").reader_options == {"init": "zero-gate"}
+    tuned = from_preset("micro", reader_options={"ray_bias": 0.5})
+    assert tuned.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.5}
+    assert ModelConfig.from_dict(tuned.to_dict()) == tuned
+    # another reader starts from its own defaults; the legacy fields are converted
+    assert tuned.replace(reader="none").reader_options == {"init": "zero-gate"}
+    assert from_preset("micro", memory_init="zero-out", memory_ray_bias=0.5).reader_options == {
+        "init": "zero-out", "ray_query": False, "ray_bias": 0.5}
+    assert from_preset("micro", reader="frames", memory_init="zero-out").reader_options == {"init": "zero-out"}
 
 
 def _param_counts(name: str) -> dict[str, dict[str, int]]:

@@ -1,10 +1,12 @@
 """Shared contract of the memory readers (§3.3): every reader registered in READERS passes it."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from pewm.model import READERS, MemoryInput, WorldModel, from_preset
-from pewm.model.config import MEMORY_INITS
+from pewm.model.readers import MEMORY_INITS
 from pewm.model.testing import synthetic_batch, torch_threads
 
 READER_NAMES = sorted(READERS)
@@ -16,11 +18,13 @@ def _one_thread():
         yield
 
 
-def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_init: str = "zero-gate", **overrides) -> WorldModel:
-    """A micro model; ``trained_backbone`` perturbs every backbone weight (incl. the zero-initialised
-    AdaLN and output layers) to stand in for a trained stage-1 model."""
+def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_init: str = "zero-gate",
+           **options) -> WorldModel:
+    """A micro model (``memory_init`` and ``options`` are its reader options); ``trained_backbone``
+    perturbs every backbone weight (incl. the zero-initialised AdaLN and output layers) to stand in
+    for a trained stage-1 model."""
     torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader, memory_init=memory_init, **overrides))
+    m = WorldModel(from_preset("micro", reader=reader, reader_options={"init": memory_init, **options}))
     if trained_backbone:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -168,8 +172,9 @@ def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
     _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
     with torch.no_grad():
         assert (m.denoiser(x_t, t, cond) - m.denoiser(x_t, t, empty)).abs().max() > 1e-3
-    m.reinit_reader(memory_init="zero-out")
-    assert m.config.memory_init == "zero-out" and m.denoiser.cfg.memory_init == "zero-out"
+    m.reinit_reader({"init": "zero-out"})
+    assert m.config.reader_options["init"] == "zero-out" and m.denoiser.cfg.reader_options["init"] == "zero-out"
+    assert m.denoiser.reader.options.init == "zero-out"
     for n, p in m.denoiser.named_parameters():
         if not n.startswith("reader."):
             assert torch.equal(p, backbone[n]), n
@@ -177,9 +182,9 @@ def test_reinit_reader_keeps_the_backbone_and_restores_the_identity(tmp_path):
     with torch.no_grad():
         assert torch.equal(m.denoiser(x_t, t, cond), m.denoiser(x_t, t, empty))
     m.save_pretrained(tmp_path / "m")
-    assert WorldModel.from_pretrained(tmp_path / "m").config.memory_init == "zero-out"
-    with pytest.raises(ValueError, match="memory_init"):
-        m.reinit_reader(memory_init="zero")
+    assert WorldModel.from_pretrained(tmp_path / "m").config.reader_options["init"] == "zero-out"
+    with pytest.raises(ValueError, match="reader option init must be one of"):
+        m.reinit_reader({"init": "zero"})
 
 
 def test_ray_origins_recover_every_camera_centre_from_the_pooled_plucker_rays():
@@ -188,7 +193,7 @@ def test_ray_origins_recover_every_camera_centre_from_the_pooled_plucker_rays():
     import torch.nn.functional as F
 
     from pewm.geometry import plucker_rays
-    from pewm.model.memory_readers import ray_origins, ray_point_embedding
+    from pewm.model.readers.voxel_xattn import ray_origins, ray_point_embedding
     from pewm.model.layers import sincos_3d
 
     K = torch.tensor([[32.0, 0, 31.5], [0, 32.0, 31.5], [0, 0, 1]])
@@ -209,7 +214,7 @@ def test_ray_origins_recover_every_camera_centre_from_the_pooled_plucker_rays():
 
 
 def test_ray_query_reader_starts_as_the_identity_and_learns():
-    m = _model("voxel-xattn", memory_init="zero-out", memory_ray_query=True)
+    m = _model("voxel-xattn", memory_init="zero-out", ray_query=True)
     assert m.denoiser.reader.ray_query is not None
     plain = WorldModel(from_preset("micro", reader="voxel-xattn"))
     extra = m.num_parameters()["total"] - plain.num_parameters()["total"]
@@ -227,16 +232,22 @@ def test_ray_query_reader_starts_as_the_identity_and_learns():
 
 
 def test_ray_query_config_errors_name_the_value():
-    with pytest.raises(ValueError, match="memory_ray_query must be a bool, got 'no'"):
-        from_preset("micro", memory_ray_query="no")
+    with pytest.raises(ValueError, match="voxel-xattn reader option ray_query must be a bool, got 'no'"):
+        from_preset("micro", reader_options={"ray_query": "no"})
+    with pytest.raises(ValueError, match="voxel-xattn reader option ray_query must be a bool, got 'no'"):
+        from_preset("micro", memory_ray_query="no")  # the legacy field, converted
     with pytest.raises(ValueError, match="memory_ray_query is for the voxel-xattn reader, not 'frames'"):
         from_preset("micro", reader="frames", memory_ray_query=True)
-    with pytest.raises(ValueError, match="memory_init must be one of"):
+    with pytest.raises(ValueError, match="the frames reader has no option"):
+        from_preset("micro", reader="frames", reader_options={"ray_query": True})
+    with pytest.raises(ValueError, match=r"reader option init must be one of \('zero-gate', 'zero-out'\), got 'zero'"):
         from_preset("micro", memory_init="zero")
+    with pytest.raises(ValueError, match="reader option init must be one of"):
+        from_preset("micro", reader_options={"init": "zero"})
 
 
 def test_ray_distance_bias_is_zero_on_the_ray_and_falls_with_distance():
-    from pewm.model.memory_readers import ray_distance_bias
+    from pewm.model.readers.voxel_xattn import ray_distance_bias
 
     # two frames of 2 tokens each; frame 0 at the origin, frame 1 one metre to the right (x)
     d = torch.tensor([[0.0, 0.0, 1.0], [0.6, 0.0, 0.8]])
@@ -254,7 +265,7 @@ def test_ray_distance_bias_is_zero_on_the_ray_and_falls_with_distance():
 
 
 def test_ray_bias_reader_starts_as_the_identity_and_its_bias_shapes_attention():
-    m = _model("voxel-xattn", memory_init="zero-out", memory_ray_bias=0.5)
+    m = _model("voxel-xattn", memory_init="zero-out", ray_bias=0.5)
     batch, x_t, t, cond = _inputs(m)
     assert cond.memory.positions is not None
     _, empty = m.condition(type(batch)(batch.rgb, batch.depth, batch.poses, batch.K, None))
@@ -262,11 +273,14 @@ def test_ray_bias_reader_starts_as_the_identity_and_its_bias_shapes_attention():
         assert torch.equal(m.denoiser(x_t, t, cond), m.denoiser(x_t, t, empty))
         _perturb_memory(m)
         v_bias = m.denoiser(x_t, t, cond)
-        m.denoiser.reader.cfg = m.config.replace(memory_ray_bias=0.0)  # same weights, bias off
+        # same weights, bias off
+        m.denoiser.reader.options = dataclasses.replace(m.denoiser.reader.options, ray_bias=0.0)
         m.denoiser.reader._ray_cache = None
         v_plain = m.denoiser(x_t, t, cond)
     assert (v_bias - v_plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="memory_ray_bias is for the voxel-xattn reader"):
         from_preset("micro", reader="frames", memory_ray_bias=0.5)
-    with pytest.raises(ValueError, match="memory_ray_bias must be a length >= 0"):
+    with pytest.raises(ValueError, match=r"voxel-xattn reader option ray_bias must be a length >= 0 in metres, got -1\.0"):
         from_preset("micro", memory_ray_bias=-1.0)
+    with pytest.raises(ValueError, match="voxel-xattn reader option ray_bias must be a length >= 0"):
+        from_preset("micro", reader_options={"ray_bias": -1.0})

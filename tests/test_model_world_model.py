@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pewm.geometry import Intrinsics, camera_pose_from_agent, intrinsics_from_fov, poses_from_actions
-from pewm.model import MemoryInput, WorldModel, from_preset
+from pewm.model import MemoryInput, SamplingConfig, WorldModel, from_preset
 from pewm.model.testing import synthetic_batch, synthetic_memory, torch_threads
 
 
@@ -55,7 +55,7 @@ def test_generate_returns_rgb_depth_and_the_poses_of_the_actions():
     # batched inputs with float channel-first RGB
     B = 2
     out2 = m.generate(torch.rand(B, 3, h, w), depth.expand(B, h, w), np.stack([pose, pose]), K,
-                      actions=np.array([[0] * H, [2] * H]), steps=2)
+                      actions=np.array([[0] * H, [2] * H]), sampling=SamplingConfig(steps=2))
     assert out2.rgb.shape == (B, H, h, w, 3)
 
 
@@ -80,7 +80,8 @@ def test_generate_rejects_bad_inputs_naming_the_field(change, match):
     kw = dict(rgb=rgb, depth=depth, pose=pose, K=K, actions=[0, 1], poses=None)
     kw.update(change)
     with pytest.raises(ValueError, match=match):
-        m.generate(kw["rgb"], kw["depth"], kw["pose"], kw["K"], actions=kw["actions"], poses=kw["poses"], steps=1)
+        m.generate(kw["rgb"], kw["depth"], kw["pose"], kw["K"], actions=kw["actions"], poses=kw["poses"],
+                   sampling=SamplingConfig(steps=1))
 
 
 def test_save_and_load_round_trip_is_exact(tmp_path):
@@ -141,7 +142,11 @@ def test_from_pretrained_errors_name_the_path(tmp_path):
     write({**meta, "config": {**meta["config"], "width": 64, "time_embed_dim": 64}})
     with pytest.raises(ValueError, match=r"model.safetensors does not match its config.json: .*shape mismatch"):
         WorldModel.from_pretrained(d)
+    # another reader's options are not this reader's: the config names the file and the options
     write({**meta, "config": {**meta["config"], "reader": "frames"}})
+    with pytest.raises(ValueError, match=r"config.json: incompatible model config: the frames reader has no option"):
+        WorldModel.from_pretrained(d)
+    write({**meta, "config": {**meta["config"], "reader": "frames", "reader_options": {"init": "zero-gate"}}})
     with pytest.raises(ValueError, match=r"missing .* tensor"):
         WorldModel.from_pretrained(d)
     write(meta)
@@ -188,22 +193,23 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
     main = _trained("voxel-render")
     d = main.save_pretrained(tmp_path / "m")
     xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
-    xattn.reinit_reader(memory_init="zero-out", memory_ray_query=True)
+    xattn.reinit_reader({"init": "zero-out", "ray_query": True})
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for p in xattn.memory_parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
     xattn.save_reader(d)
     again = WorldModel.from_pretrained(d, reader="voxel-xattn")
-    assert (again.config.memory_init, again.config.memory_ray_query) == ("zero-out", True)
-    assert WorldModel.from_pretrained(d).config.memory_ray_query is False  # the main model is unchanged
+    assert again.config.reader_options == {"init": "zero-out", "ray_query": True, "ray_bias": 0.0}
+    assert again.denoiser.reader.options.ray_query is True and again.denoiser.reader.ray_query is not None
+    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-gate"}  # the main model is unchanged
     # a reader without weights in the directory starts from the defaults, not from another reader's options
     d2 = again.save_pretrained(tmp_path / "xattn_main")
     other = WorldModel.from_pretrained(d2, reader="frames")
-    assert (other.config.memory_init, other.config.memory_ray_query) == ("zero-gate", False)
+    assert other.config.reader_options == {"init": "zero-gate"}
     # re-initialising keeps the backbone's dtype and device
     half = WorldModel.from_pretrained(d).to(torch.float64)
-    half.reinit_reader(memory_init="zero-out")
+    half.reinit_reader({"init": "zero-out"})
     assert all(p.dtype == torch.float64 for p in half.memory_parameters())
     batch = synthetic_batch(again.config, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -211,3 +217,53 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
         _, c2 = again.condition(batch)
         t = torch.tensor([10, 700])
         assert torch.equal(xattn.denoiser(x0, t, c1), again.denoiser(x0, t, c2))
+
+
+def test_checkpoints_with_the_legacy_reader_fields_still_load(tmp_path):
+    """pewm <= 0.1.0 kept the reader options as ModelConfig fields (``memory_init``,
+    ``memory_ray_query``, ``memory_ray_bias`` in config.json) and as ``reader_config`` in the
+    metadata of a reader's weights: both load as ``reader_options``."""
+    from safetensors.torch import load_file, save_file
+
+    d = _trained("voxel-render").save_pretrained(tmp_path / "m")
+    meta = json.loads((d / "config.json").read_text())
+    cfg = {k: v for k, v in meta["config"].items() if k != "reader_options"}
+    cfg.update(memory_init="zero-out", memory_ray_query=False, memory_ray_bias=0.0)
+    (d / "config.json").write_text(json.dumps({**meta, "config": cfg}))
+    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-out"}
+
+    xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
+    xattn.reinit_reader({"ray_bias": 0.5})
+    path = xattn.save_reader(d)
+    old = {"memory_init": "zero-out", "memory_ray_query": False, "memory_ray_bias": 0.5}
+    save_file(load_file(str(path)), str(path),
+              metadata={"format": "pewm.WorldModel", "reader": "voxel-xattn", "reader_config": json.dumps(old)})
+    back = WorldModel.from_pretrained(d, reader="voxel-xattn")
+    assert back.config.reader_options == {"init": "zero-out", "ray_query": False, "ray_bias": 0.5}
+    sd = xattn.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in back.state_dict().items())
+
+
+def test_sampling_config_validates_resolves_and_seeds_generate():
+    from pewm.model.config import DiffusionConfig
+
+    for bad, match in [(dict(steps=0), "sampling steps must be an integer >= 1"),
+                       (dict(guidance_scale=-1.0), "sampling guidance_scale must be >= 0"),
+                       (dict(anchor="copy"), "sampling anchor must be one of"),
+                       (dict(render_supersample=True), "sampling render_supersample must be an integer"),
+                       (dict(seed=1.5), "sampling seed must be an integer")]:
+        with pytest.raises(ValueError, match=match):
+            SamplingConfig(**bad)
+    s = SamplingConfig(steps=3, seed=7)
+    assert s.replace(anchor="pixel") == SamplingConfig(steps=3, anchor="pixel", seed=7) and s.anchor is None
+    diff = DiffusionConfig(sampling_steps=9, guidance_scale=1.5, anchor="latent")
+    r = s.resolve(diff, {"render_supersample": 2})
+    assert (r.steps, r.guidance_scale, r.anchor, r.render_supersample, r.seed) == (3, 1.5, "latent", 2, 7)
+    # the seed draws the noise where no generator is given: the same frames as that generator
+    m = _trained()
+    rgb, depth, pose, K = _inputs(m.config)
+    kw = dict(actions=[0, 1][: m.config.frames])
+    a = m.generate(rgb, depth, pose, K, sampling=SamplingConfig(steps=2, seed=4), **kw)
+    b = m.generate(rgb, depth, pose, K, sampling=SamplingConfig(steps=2), generator=torch.Generator().manual_seed(4), **kw)
+    c = m.generate(rgb, depth, pose, K, sampling=SamplingConfig(steps=2, seed=5), **kw)
+    assert torch.equal(a.rgb, b.rgb) and torch.equal(a.depth, b.depth) and not torch.equal(a.depth, c.depth)

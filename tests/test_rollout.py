@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from pewm.geometry import Intrinsics, camera_pose_from_agent, intrinsics_from_fov, poses_from_actions
-from pewm.model import MemoryInput, WorldModel, from_preset
-from pewm.model.memory_input import MemoryBuilder
+from pewm.model import MemoryInput, SamplingConfig, WorldModel, from_preset
+from pewm.model.memory_build import MemoryBuilder
+from pewm.model.readers.frames import FrameStore
 from pewm.model.testing import torch_threads
 from pewm.rollout import RolloutMemory, WorldModelEnv, rollout
 
 READERS = ("voxel-xattn", "voxel-render", "frames", "none")
 STEPS = 2  # DDIM steps: enough to exercise sampling, fast
+SAMPLING = SamplingConfig(steps=STEPS)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -63,7 +65,7 @@ def test_rollout_shapes_poses_and_start_frame(T):
     H = m.config.frames
     rgb, depth, pose, K = _start()
     actions = np.array([[0, 1, 0, 2, 0][:T], [2, 2, 0, 0, 1][:T]])
-    r = rollout(m, rgb, depth, pose, K, actions, steps=STEPS, generator=_gen())
+    r = rollout(m, rgb, depth, pose, K, actions, sampling=SAMPLING, generator=_gen())
     assert r.rgb.shape == (2, T + 1, 16, 16, 3) and r.rgb.dtype == torch.uint8
     assert r.depth.shape == (2, T + 1, 16, 16) and r.depth.dtype == torch.float32
     assert r.poses.shape == (2, T + 1, 4, 4) and r.poses.dtype == torch.float64
@@ -81,14 +83,14 @@ def test_memory_grows_only_with_fused_frames_and_padding_is_not_fused():
     m = _model("frames")
     rgb, depth, pose, K = _start()
     T = 3  # two chunks of H = 2; the second is padded by one frame that must not be stored
-    r = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen())
+    r = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen())
     assert r.start_memory_sizes == [1, 1]
     assert r.memory_sizes == [[3, 3], [4, 4]]
     assert [mem.frames_added for mem in r.memories] == [T + 1, T + 1]
     # ablation: the map is never updated by generated frames
-    r0 = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen(), fuse_generated=False)
+    r0 = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen(), fuse_generated=False)
     assert r0.memory_sizes == [[1, 1], [1, 1]] and len(r0.memories[0]) == 1
-    r1 = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen(), fuse_start=False)
+    r1 = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen(), fuse_start=False)
     assert r1.start_memory_sizes == [0, 0] and r1.memory_sizes[-1] == [3, 3]
 
 
@@ -98,7 +100,7 @@ def test_voxel_map_holds_exactly_the_kept_frames():
     m = _model("voxel-xattn")
     b = MemoryBuilder(m.config)
     rgb, depth, pose, K = _start(B=1)
-    r = rollout(m, rgb, depth, pose, K, [[0, 0, 1]], steps=STEPS, generator=_gen(), builder=b)
+    r = rollout(m, rgb, depth, pose, K, [[0, 0, 1]], sampling=SAMPLING, generator=_gen(), builder=b)
     mem = r.memories[0]
     assert len(mem) > r.start_memory_sizes[0] > 0
     ref = RolloutMemory.from_frames(b, r.rgb[0], r.depth[0], r.poses[0], K)
@@ -106,7 +108,7 @@ def test_voxel_map_holds_exactly_the_kept_frames():
     target = r.poses[0, -2:].numpy()
     a, e = mem.read(r.poses[0, -1].numpy(), target), ref.read(r.poses[0, -1].numpy(), target)
     assert torch.equal(a.mask, e.mask) and torch.equal(a.tokens, e.tokens) and torch.equal(a.positions, e.positions)
-    frozen = rollout(m, rgb, depth, pose, K, [[0, 0, 1]], steps=STEPS, generator=_gen(), builder=b,
+    frozen = rollout(m, rgb, depth, pose, K, [[0, 0, 1]], sampling=SAMPLING, generator=_gen(), builder=b,
                      fuse_generated=False)
     assert [s[0] for s in frozen.memory_sizes] == [frozen.start_memory_sizes[0]] * 2
 
@@ -114,9 +116,9 @@ def test_voxel_map_holds_exactly_the_kept_frames():
 def test_rollout_is_deterministic_with_a_seeded_generator():
     m = _model("voxel-render")
     rgb, depth, pose, K = _start()
-    a = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen(3))
-    b = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen(3))
-    c = rollout(m, rgb, depth, pose, K, [0, 1, 0], steps=STEPS, generator=_gen(4))
+    a = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen(3))
+    b = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen(3))
+    c = rollout(m, rgb, depth, pose, K, [0, 1, 0], sampling=SAMPLING, generator=_gen(4))
     assert torch.equal(a.rgb, b.rgb) and torch.equal(a.depth, b.depth) and a.memory_sizes == b.memory_sizes
     assert not torch.equal(a.depth[:, 1:], c.depth[:, 1:])
 
@@ -129,7 +131,7 @@ def test_rollout_continues_from_a_given_memory_and_copies_are_independent():
     assert len(start_mem) == 3
     mems = [start_mem.copy(), start_mem.copy()]
     rgb, depth, pose, K = _start()
-    r = rollout(m, rgb, depth, pose, K, [[0, 0], [1, 1]], memories=mems, steps=STEPS, generator=_gen())
+    r = rollout(m, rgb, depth, pose, K, [[0, 0], [1, 1]], memories=mems, sampling=SAMPLING, generator=_gen())
     assert r.memories[0] is mems[0] and r.memory_sizes[-1] == [3 + 1 + 2] * 2
     assert len(start_mem) == 3  # the original is untouched
     mem = r.memories[0].read(pose[0], poses_from_actions(pose[0], [0, 0])[1:])
@@ -143,7 +145,9 @@ def test_memory_read_and_rollout_for_every_reader(reader):
     H, h, w = cfg.frames, cfg.image_height, cfg.image_width
     b = MemoryBuilder(cfg)
     mem = RolloutMemory.from_frames(b, *_history())
-    assert (mem.pmap is not None) == reader.startswith("voxel") and (mem.frames is not None) == (reader == "frames")
+    assert (mem.pmap is not None) == reader.startswith("voxel")
+    assert isinstance(mem.store, FrameStore) == (reader == "frames")
+    assert (mem.store is None) == (reader == "none")
     assert (len(mem) > 0) == (reader != "none") and mem.frames_added == 3
     cur = camera_pose_from_agent(0.5, 0.0, 0.0, 1.2)
     out = mem.read(cur, poses_from_actions(cur, [0] * H)[1:], K=intrinsics_from_fov(w, h, 90.0))
@@ -157,7 +161,7 @@ def test_memory_read_and_rollout_for_every_reader(reader):
     else:
         assert all(v is None for v in vars(out).values())
     rgb, depth, pose, K = _start(B=1)
-    r = rollout(m, rgb, depth, pose, K, [0, 2, 0], memories=[mem], steps=STEPS, generator=_gen())
+    r = rollout(m, rgb, depth, pose, K, [0, 2, 0], memories=[mem], sampling=SAMPLING, generator=_gen())
     assert r.rgb.shape == (1, 4, h, w, 3)
     assert r.memory_sizes[-1][0] >= len(RolloutMemory.from_frames(b, *_history())) + (reader == "frames") * 4
 
@@ -190,8 +194,8 @@ def test_frames_memory_accepts_frames_of_another_resolution():
     mem = RolloutMemory.from_frames(b, *_history(M=2, h=32, w=32))
     rgb, depth, pose, K = _start(B=1)
     mem.add(rgb, depth, pose, K)  # 16x16: stored resized to 32x32 with scaled intrinsics
-    assert len(mem) == 3 and tuple(mem.frames._depth[-1].shape) == (32, 32)
-    np.testing.assert_allclose(mem.frames._K[-1].numpy(), K.scaled(32, 32).matrix, rtol=1e-6)
+    assert len(mem) == 3 and tuple(mem.store.memory._depth[-1].shape) == (32, 32)
+    np.testing.assert_allclose(mem.store.memory._K[-1].numpy(), K.scaled(32, 32).matrix, rtol=1e-6)
     out = mem.read(pose[0], poses_from_actions(pose[0], [0, 0])[1:])
     assert out.frames.shape == (1, 2, 4, 16, 16)
 
@@ -214,7 +218,7 @@ def test_rollout_from_a_simulator_frame():
     mem = RolloutMemory.from_frames(b, *hist, K)
     before = len(mem)
     start = frames[-1]
-    r = rollout(m, start["rgb"], start["depth"], start["pose"], K, [1, 1, 0], memories=[mem], steps=STEPS,
+    r = rollout(m, start["rgb"], start["depth"], start["pose"], K, [1, 1, 0], memories=[mem], sampling=SAMPLING,
                 generator=_gen())
     assert before > 0 and r.start_memory_sizes[0] >= before and len(mem) >= r.start_memory_sizes[0]
     assert np.array_equal(r.rgb[0, 0].numpy(), start["rgb"])
@@ -243,7 +247,8 @@ def test_rollout_rejects_bad_inputs_naming_the_argument(change, match):
     kw = dict(rgb=rgb, depth=depth, pose=pose, K=K, actions=[[0, 1], [0, 1]], memories=None)
     kw.update(change)
     with pytest.raises(ValueError, match=match):
-        rollout(m, kw["rgb"], kw["depth"], kw["pose"], kw["K"], kw["actions"], memories=kw["memories"], steps=STEPS)
+        rollout(m, kw["rgb"], kw["depth"], kw["pose"], kw["K"], kw["actions"], memories=kw["memories"],
+                sampling=SAMPLING)
 
 
 def test_rollout_rejects_memories_of_another_reader_or_shared():
@@ -263,7 +268,7 @@ def test_rollout_rejects_memories_of_another_reader_or_shared():
 def test_env_reset_step_and_step_chunk():
     m = _model("voxel-xattn")
     H = m.config.frames
-    env = WorldModelEnv(m, num_envs=2, steps=STEPS, seed=0)
+    env = WorldModelEnv(m, num_envs=2, sampling=SAMPLING, seed=0)
     assert env.render() is None
     with pytest.raises(RuntimeError, match="call reset"):
         env.step([0, 0])
@@ -294,7 +299,7 @@ def test_env_reset_step_and_step_chunk():
 
 def test_env_reset_with_memory_and_seed_is_reproducible():
     m = _model("frames")
-    env = WorldModelEnv(m, num_envs=2, steps=STEPS)
+    env = WorldModelEnv(m, num_envs=2, sampling=SAMPLING)
     rgb, depth, pose, _ = _start(B=1)
     hr, hd, hp, hK = _history(M=2)
     opts = {"rgb": rgb[0], "depth": depth[0], "pose": pose[0], "memory": {"rgb": hr, "depth": hd, "poses": hp, "K": hK}}
@@ -325,7 +330,7 @@ def test_env_reset_with_memory_and_seed_is_reproducible():
     ],
 )
 def test_env_rejects_bad_actions_and_options(call, match):
-    env = WorldModelEnv(_model(), num_envs=2, steps=STEPS)
+    env = WorldModelEnv(_model(), num_envs=2, sampling=SAMPLING)
     env.reset(options=_opts())
     with pytest.raises(ValueError, match=match):
         call(env)
@@ -348,8 +353,6 @@ def test_env_spaces():
 def test_novel_only_fusion_never_overwrites_what_the_map_holds():
     """A generated view of an already mapped place (here: junk 0.5 m in front of the mapped wall)
     adds nothing with novel_only; fused literally it adds a surface that would occlude the wall."""
-    from pewm.model.memory_input import MemoryBuilder
-
     builder = MemoryBuilder(_model("voxel-render").config)
     rgb, depth, pose, K = _start(B=1)
     base = RolloutMemory.from_frames(builder, rgb, depth, pose, K)

@@ -49,8 +49,12 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "s2"), "--resume", "--steps", "2", "--no-progress",
                             "--memory-init", "zero-out"], terminal_width=200)
     assert r.exit_code == 2, r.output
-    assert "was started with no --memory-init" in r.output.replace("\n", " ")
-    assert "cannot continue with --memory-init 'zero-out'" in r.output.replace("\n", " ")
+    assert "was started with no --reader-option" in r.output.replace("\n", " ")
+    assert "cannot continue with --reader-option {'init': 'zero-out'}" in r.output.replace("\n", " ")
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "s2"), "--resume", "--steps", "2", "--no-progress",
+                            "--reader", "none"], terminal_width=200)
+    assert r.exit_code == 2, r.output
+    assert "was started with --reader 'frames'" in r.output.replace("\n", " ")
 
 
 @pytest.mark.parametrize(
@@ -63,9 +67,20 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
         (["--resume"], "no checkpoint"),
         (["--precision", "fp8"], "unknown precision"),
         (["--features", "dinov2"], "--dinov2-weights"),
-        (["--memory-init", "zero-out"], "--memory-init is for --stage memory"),
-        (["--ray-query"], "--ray-query is for --stage memory --reader voxel-xattn"),
-        (["--ray-bias", "0.5"], "--ray-bias is for --stage memory --reader voxel-xattn"),
+        (["--memory-init", "zero-out"], "reader options (['init']) are for --stage memory"),
+        (["--reader-option", "init=zero-out"], "reader options (['init']) are for --stage memory"),
+        (["--ray-query"], "reader options (['ray_query']) are for --stage memory"),
+        (["--ray-bias", "0.5"], "reader options (['ray_bias']) are for --stage memory"),
+        (["--stage", "memory", "--init", "INIT", "--reader", "frames", "--ray-query"],
+         "the frames reader has no option(s) ['ray_query']"),
+        (["--stage", "memory", "--init", "INIT", "--reader", "frames", "--reader-option", "ray_bias=0.5"],
+         "--reader-option ray_bias: the frames reader has no such option"),
+        (["--stage", "memory", "--init", "INIT", "--reader-option", "ray_query=maybe"],
+         "--reader-option ray_query: expected true or false, got 'maybe'"),
+        (["--stage", "memory", "--init", "INIT", "--ray-bias", "-1"],
+         "voxel-xattn reader option ray_bias must be a length >= 0 in metres, got -1.0"),
+        (["--stage", "memory", "--init", "INIT", "--memory-init", "zero"],
+         "voxel-xattn reader option init must be one of ('zero-gate', 'zero-out'), got 'zero'"),
     ],
 )
 def test_errors_exit_2_with_a_message(small_dataset, tmp_path, extra, message):
@@ -75,6 +90,7 @@ def test_errors_exit_2_with_a_message(small_dataset, tmp_path, extra, message):
     if extra[0] == "--preset":
         args[2] = extra[1]
         extra = []
+    extra = [str(tmp_path / "no_run") if e == "INIT" else e for e in extra]  # errors come before --init is read
     r = runner.invoke(app, args + extra, terminal_width=200)
     assert r.exit_code == 2, r.output
     assert message in r.output.replace("\n", " ")

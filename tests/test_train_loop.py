@@ -117,7 +117,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(small_dataset, stage1, t
     root, _ = small_dataset
     kw = dict(stage="memory", init=str(stage1), reader="voxel-xattn") if stage != "backbone" else {}
     if stage == "memory-zero-out":  # the reader is re-initialised from --init, then resumed from its checkpoint
-        kw["memory_init"] = "zero-out"
+        kw["reader_options"] = {"init": "zero-out"}
     full, part = tmp_path / "full", tmp_path / "part"
     train(_cfg(root, **kw), full, progress=False)
     train(_cfg(root, steps=3, **kw), part, progress=False)
@@ -130,7 +130,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(small_dataset, stage1, t
     assert a == b  # exact
     ma, mb = WorldModel.from_pretrained(full / "model"), WorldModel.from_pretrained(part / "model")
     assert all(torch.equal(x, y) for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
-    assert ma.config.memory_init == kw.get("memory_init", "zero-gate")
+    assert ma.config.reader_options["init"] == kw.get("reader_options", {}).get("init", "zero-gate")
 
 
 def test_checkpoint_is_atomic(small_dataset, tmp_path, monkeypatch):
@@ -210,10 +210,16 @@ def test_errors_are_clear(small_dataset, stage1, tmp_path):
         train_preset("huge")
     with pytest.raises(ValueError, match="needs --init"):
         _cfg(root, stage="memory").validate()
-    with pytest.raises(ValueError, match="--memory-init is for --stage memory"):
-        _cfg(root, memory_init="zero-out").validate()
-    with pytest.raises(ValueError, match="unknown memory_init 'zero'"):
+    with pytest.raises(ValueError, match=r"reader options \(\['init'\]\) are for --stage memory"):
+        _cfg(root, reader_options={"init": "zero-out"}).validate()
+    with pytest.raises(ValueError, match=r"reader options \(\['init'\]\) are for --stage memory"):
+        _cfg(root, memory_init="zero-out").validate()  # the legacy field, converted
+    with pytest.raises(ValueError, match=r"reader option init must be one of \('zero-gate', 'zero-out'\), got 'zero'"):
+        _cfg(root, stage="memory", init=str(stage1), reader_options={"init": "zero"}).validate()
+    with pytest.raises(ValueError, match="reader option init must be one of"):
         _cfg(root, stage="memory", init=str(stage1), memory_init="zero").validate()
+    with pytest.raises(ValueError, match=r"the frames reader has no option\(s\) \['ray_query'\]"):
+        _cfg(root, stage="memory", init=str(stage1), reader="frames", reader_options={"ray_query": True}).validate()
     with pytest.raises(FileNotFoundError, match="--init"):
         Trainer(_cfg(root, stage="memory", init=str(tmp_path / "missing")), tmp_path / "r4", progress=False)
     with pytest.raises(ValueError, match="incompatible.*width"):

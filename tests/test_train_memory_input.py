@@ -9,16 +9,10 @@ import torch
 from pewm.data.clips import ClipConfig, ClipSampler
 from pewm.geometry import camera_pose_from_agent, intrinsics_from_fov
 from pewm.model import MemoryInput, WorldModel, from_preset
-from pewm.model.memory_input import (
-    MemoryBuilder,
-    map_tokens_input,
-    poses_in_camera,
-    rendered_input,
-    resize_depth,
-    scale_intrinsics,
-    stack_memory,
-    world_to_camera,
-)
+from pewm.model.frame_ops import poses_in_camera, resize_depth, scale_intrinsics, world_to_camera
+from pewm.model.memory_build import MemoryBuilder
+from pewm.model.readers import stack_memory
+from pewm.model.readers.voxel_render import rendered_input
 from pewm.model.testing import torch_threads
 from pewm.train.data import clip_tensors, collate_clips
 
@@ -116,7 +110,8 @@ def test_render_input_matches_ground_truth_depth(sampler):
     cov = mem.rendered[0, :, 4]
     assert set(cov.unique().tolist()) <= {0.0, 1.0} and float(cov.mean()) > 0.2
     # rendering the map into the current view (part of the history) reproduces its depth
-    pmap = b.new_map()
+    pmap = b.new_store()  # the reader's own store: a map with its surface map
+    assert pmap.surface is not None
     pmap.integrate(clip.history_rgb, clip.history_depth, clip.K, clip.history_poses)
     Km = scale_intrinsics(clip.K, clip.depth.shape[-2:], (h, w))
     r = rendered_input(pmap, Km, clip.poses[:1], cfg).rendered[0, 0]
@@ -179,14 +174,14 @@ def test_extractor_wider_than_memory_dim_is_refused():
 
 def test_auto_extractor_is_the_frozen_autoencoder_of_a_latent_model():
     from pewm.model.map_features import AutoencoderFeatures
-    from pewm.model.memory_input import MemoryBuildConfig
+    from pewm.model.memory_build import MemoryBuildConfig
 
     torch.manual_seed(0)
     latent = WorldModel.from_preset("micro", reader="voxel-xattn", memory_dim=16,
                                     autoencoder=dict(latent_channels=4, downsample=2, channels=[8]), patch_size=2)
     b = MemoryBuilder.for_model(latent)
-    assert b.extractor_name == "autoencoder" and isinstance(b._extractor, AutoencoderFeatures)
-    assert b._extractor.autoencoder is latent.autoencoder, "shared and frozen, not a copy"
+    assert b.extractor_name == "autoencoder" and isinstance(b.extractor, AutoencoderFeatures)
+    assert b.extractor.autoencoder is latent.autoencoder, "shared and frozen, not a copy"
     assert b.resolved_config().extractor == "autoencoder"
     pixel = WorldModel.from_preset("micro", reader="voxel-xattn")
     assert MemoryBuilder.for_model(pixel).extractor_name == "rgb"

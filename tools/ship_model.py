@@ -23,7 +23,7 @@ import torch
 from pewm.assets import DEFAULT_MODEL, MODELS_DIR, resolve_model_path
 from pewm.model import WorldModel
 from pewm.model.config import ANCHORS
-from pewm.model.memory_input import MemoryBuildConfig
+from pewm.model.memory_build import MemoryBuildConfig
 
 
 def main() -> None:

@@ -19,161 +19,44 @@ revisit frames (most of the view observed in the start view) and on novel frames
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-DEMO_SEED_STREAM = 0xDE30  # house seeds of the demo: SeedSequence([DEMO_SEED_STREAM, seed])
+from pewm.assets import load_model, resolve_model_path
+from pewm.atomic import atomic_write_text
+from pewm.eval.metrics import depth_absrel, psnr
+from pewm.eval.revisit import observed_fraction
+from pewm.eval.walks import WalkEpisode, demo_house_seed, ground_truth, imagine, turn_away_and_back
+from pewm.model import SamplingConfig
+from pewm.video import fit_into, hstack_panels, label, resize_nearest, write_video
 
 
 @dataclass
 class DemoConfig:
     """``steps``: actions of the imagined walk; ``look_around``: extra ground-truth turns (15° each)
-    fused with the start view before imagining (24 = a full turn; 0 = the start view alone)."""
+    fused with the start view before imagining (24 = a full turn; 0 = the start view alone);
+    ``sampling``: DDIM steps, anchoring, render supersampling (None fields: the model's defaults);
+    ``fuse``: generated frames fused ``novel`` (only where the map has nothing yet) or ``all``."""
 
     out: str = "demo"
     seed: int = 0
     steps: int = 128
     look_around: int = 0
-    sampling_steps: int | None = None
     model: str | None = None
     threads: int | None = None
     revisit_threshold: float = 0.5
-    fuse: str = "novel"  # generated frames: "novel" (only where the map has nothing yet) or "all"
-    anchor: str | None = None  # voxel-render map-anchored sampling (None: the model's default)
-    render_supersample: int | None = None  # voxel-render memory renders (None: the model's memory.json)
+    fuse: str = "novel"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
-def demo_house_seed(seed: int) -> int:
-    """House seed of demo ``seed``; the dataset generator derives its seeds as
-    ``SeedSequence([seed, house_index])``, so the two streams do not meet."""
-    return int(np.random.SeedSequence([DEMO_SEED_STREAM, int(seed)]).generate_state(1)[0])
-
-
-@dataclass
-class DemoEpisode:
-    """Ground truth of the demo: the look-around (memory) frames and the walk (start frame first)."""
-
-    house_seed: int
-    K: np.ndarray
-    memory_rgb: np.ndarray
-    memory_depth: np.ndarray
-    memory_poses: np.ndarray
-    rgb: np.ndarray  # (T + 1, h, w, 3)
-    depth: np.ndarray
-    poses: np.ndarray
-    actions: np.ndarray  # (T,)
-    topdown: np.ndarray  # the house from above, for reference
-
-
-def turn_away_and_back(turns: int = 12) -> list[int]:
-    """The paper's Fig. 4 probe: turn away ``turns`` x 15° and back, twice (right, then left)."""
-    from pewm.geometry import Action
-
-    R, L = int(Action.TURN_RIGHT), int(Action.TURN_LEFT)
-    return [R] * turns + [L] * turns + [L] * turns + [R] * turns
-
-
-def ground_truth(cfg: DemoConfig, resolution: int, house_seed: int | None = None) -> DemoEpisode:
-    """Build the unseen house, the look-around and the walk of ``cfg.steps`` actions: turn away
-    twice and back (48 actions, paper Fig. 4), then out to another place and back (Fig. 5)."""
-    from pewm.geometry import Action, AgentState
-    from pewm.sim import EmbodiedEnv, SimConfig, generate_house
-    from pewm.sim.topdown import top_down_image
-    from pewm.sim.trajectories import TrajectoryConfig, plan_actions
-
-    hs = demo_house_seed(cfg.seed) if house_seed is None else int(house_seed)
-    env = EmbodiedEnv(SimConfig(resolution=resolution))
-    try:
-        obs, _ = env.reset(seed=cfg.seed, options={"house": generate_house(hs)})
-        start = env.state
-        turn = math.radians(env.config.actions.turn_deg)
-        look = [env.render_state(AgentState(start.x, start.y, start.yaw + turn * (i + 1)))
-                for i in range(cfg.look_around)]
-        probe = turn_away_and_back()[: cfg.steps]
-        rng = np.random.default_rng([DEMO_SEED_STREAM, cfg.seed, 1])
-        walk = plan_actions(env.free_space, start, "out_and_back", cfg.steps - len(probe), rng,
-                            env.config.actions, TrajectoryConfig(look_around_prob=0.0)) if cfg.steps > len(probe) else []
-        actions = list(probe) + list(walk)
-        Action.check(np.asarray(actions))
-        frames = [obs]
-        for a in actions:
-            frames.append(env.step(int(a))[0])
-        top = top_down_image(env.house, path=[(float(f["pose"][0, 3]), float(f["pose"][1, 3])) for f in frames])
-        mem = [obs] + look  # what the agent observed before imagining: the start view (+ look-around)
-        return DemoEpisode(
-            house_seed=hs, K=env.intrinsics.matrix.astype(np.float64),
-            memory_rgb=np.stack([f["rgb"] for f in mem]), memory_depth=np.stack([f["depth"] for f in mem]),
-            memory_poses=np.stack([f["pose"] for f in mem]),
-            rgb=np.stack([f["rgb"] for f in frames]), depth=np.stack([f["depth"] for f in frames]),
-            poses=np.stack([f["pose"] for f in frames]), actions=np.asarray(actions, dtype=np.int64),
-            topdown=np.asarray(top),
-        )
-    finally:
-        env.close()
-
-
-def imagine(model, ep: DemoEpisode, use_memory: bool, cfg: DemoConfig, progress=None, task=None):
-    """Roll the walk out chunk by chunk; returns rgb ``(T+1, h, w, 3)``, depth, and (with memory)
-    a top-down image of the map after each chunk plus the chunk index of every frame."""
-    from pewm.memory.viz import map_top_down_image
-    from pewm.model.memory_input import MemoryBuilder
-    from pewm.rollout import RolloutMemory, rollout
-
-    H, T = model.config.frames, len(ep.actions)
-    builder = MemoryBuilder.for_model(model)
-    if cfg.render_supersample is not None:
-        from dataclasses import replace
-
-        builder.cfg = replace(builder.cfg, render_supersample=int(cfg.render_supersample))
-    if use_memory:  # the observed frames (start view first) are in the map before imagining
-        memory = RolloutMemory.from_frames(builder, ep.memory_rgb, ep.memory_depth, ep.memory_poses, ep.K)
-    else:
-        memory = RolloutMemory(builder)
-    g = torch.Generator().manual_seed(cfg.seed)
-    rgb = [torch.from_numpy(ep.rgb[:1])]
-    depth = [torch.from_numpy(ep.depth[:1]).float()]
-    cur_rgb, cur_depth, cur_pose = rgb[0], depth[0], ep.poses[:1]
-    maps, chunk_of = [], [0]
-    for c, i in enumerate(range(0, T, H)):
-        acts = ep.actions[None, i:i + H]
-        res = rollout(model, cur_rgb, cur_depth, cur_pose, ep.K, acts, memories=[memory],
-                      fuse_start=False, fuse_generated=use_memory, fuse_novel_only=cfg.fuse == "novel",
-                      steps=cfg.sampling_steps, generator=g,
-                      anchor=cfg.anchor if model.config.reader == "voxel-render" else None)
-        rgb.append(res.rgb[0, 1:])
-        depth.append(res.depth[0, 1:])
-        chunk_of += [c] * acts.shape[1]
-        cur_rgb, cur_depth, cur_pose = res.rgb[:, -1], res.depth[:, -1], res.poses[:, -1].numpy()
-        if use_memory and memory.pmap is not None:
-            maps.append(map_top_down_image(memory.pmap, px_per_m=16, z_max=2.2))
-        if progress is not None:
-            progress.advance(task, acts.shape[1])
-    return torch.cat(rgb).numpy(), torch.cat(depth).numpy(), maps, np.asarray(chunk_of)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    err = ((a.astype(np.float64) - b.astype(np.float64)) / 255.0) ** 2
-    mse = err.reshape(len(a), -1).mean(1)
-    return 10 * np.log10(1.0 / np.maximum(mse, 1e-10))
-
-
-def _absrel(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    out = np.full(len(gt), np.nan)
-    for t in range(len(gt)):
-        v = np.isfinite(gt[t]) & (gt[t] > 0)
-        if v.any():
-            out[t] = float(np.mean(np.abs(pred[t][v] - gt[t][v]) / gt[t][v]))
-    return out
-
-
-def _video(path: Path, ep: DemoEpisode, with_mem, without_mem, maps, chunk_of, revisit) -> Path:
-    from pewm.eval.video import fit_into, hstack_panels, label, resize_nearest, write_video
-
+def _video(path: Path, ep: WalkEpisode, with_mem, without_mem, maps, chunk_of, revisit) -> Path:
     size = 192
     frames = []
     for t in range(len(ep.rgb)):
@@ -191,13 +74,6 @@ def _video(path: Path, ep: DemoEpisode, with_mem, without_mem, maps, chunk_of, r
 
 def run_demo(cfg: DemoConfig, console=None) -> dict:
     """Run the demo end to end; writes ``cfg.out`` and returns the summary dictionary."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
-    from pewm.assets import load_model, resolve_model_path
-    from pewm.eval.revisit import observed_fraction
-
     console = console or Console(stderr=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -205,10 +81,6 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.fuse not in ("novel", "all"):
         raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
-    from pewm.model.config import ANCHORS
-
-    if cfg.anchor is not None and cfg.anchor not in ANCHORS:
-        raise ValueError(f"--anchor must be one of {ANCHORS}, got {cfg.anchor!r}")
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
     t_start = time.perf_counter()
@@ -225,9 +97,10 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         ta = progress.add_task("imagining with memory   ", total=T)
-        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg, progress, ta)
+        novel_only = cfg.fuse == "novel"
+        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg.sampling, cfg.seed, novel_only, progress, ta)
         tb = progress.add_task("imagining without memory", total=T)
-        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg, progress, tb)
+        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg.sampling, cfg.seed, novel_only, progress, tb)
     frac = observed_fraction(ep.depth, ep.poses, ep.K, ep.memory_depth, ep.memory_poses, ep.K)
     revisit = np.asarray(frac) >= cfg.revisit_threshold
     rows = {}
@@ -235,7 +108,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     for k in sel:
         sel[k][0] = False  # the start frame is given, not generated
     for name, rgb, dep in (("with memory", with_mem, with_depth), ("without memory", without_mem, without_depth)):
-        p, a = _psnr(rgb, ep.rgb), _absrel(dep, ep.depth)
+        p, a = psnr(rgb, ep.rgb), depth_absrel(dep, ep.depth)
         rows[name] = {
             k: {"frames": int(m.sum()), "psnr": float(np.mean(p[m])) if m.any() else None,
                 "absrel": float(np.nanmean(a[m])) if m.any() and np.isfinite(a[m]).any() else None}
@@ -247,8 +120,6 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         "frames": T + 1, "revisit_frames": int(sel["revisit"].sum()), "novel_frames": int(sel["novel"].sum()),
         "results": rows, "seconds": time.perf_counter() - t_start, "video": str(video),
     }
-    from pewm.train.checkpoint import atomic_write_text
-
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     table = Table(title="Imagined walk vs. ground truth (PSNR dB higher is better, depth AbsRel lower is better)")
     table.add_column("memory")
@@ -266,4 +137,4 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "DemoEpisode", "demo_house_seed", "ground_truth", "imagine", "run_demo", "turn_away_and_back"]
+__all__ = ["DemoConfig", "demo_house_seed", "ground_truth", "imagine", "run_demo", "turn_away_and_back"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pewm.model import WorldModel
+from pewm.model.checkpoint import resolve_model_dir
+
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = "tiny-voxel-render"
 
@@ -29,15 +32,11 @@ def resolve_model_path(path=None) -> Path:
     shipped default when ``path`` is None."""
     if path is None:
         return default_model_dir()
-    from pewm.train.checkpoint import resolve_model_dir
-
     return Path(resolve_model_dir(path, what="--model"))
 
 
 def load_model(path=None, reader: str | None = None, device="cpu"):
     """The :class:`~pewm.model.WorldModel` at ``path`` (default: the shipped model), in eval mode."""
-    from pewm.model import WorldModel
-
     return WorldModel.from_pretrained(resolve_model_path(path), reader=reader, map_location=device).eval()
 
 

@@ -22,6 +22,17 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def parse_key_values(items, option: str, form: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a dict; a malformed item is an error naming ``option``."""
+    out = {}
+    for item in items or ():
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ValueError(f"{option} {item!r}: expected {form}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 def progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

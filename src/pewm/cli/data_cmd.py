@@ -121,27 +121,10 @@ def view(
     fps: int = typer.Option(8, help="Frames per second."),
 ) -> None:
     """Write a video of one episode: RGB | depth | top-down map with the path so far."""
-    from pewm.data import open_dataset
-    from pewm.eval.episode_video import episode_video_frames
-    from pewm.eval.video import write_video
+    from pewm.eval.episode_video import write_episode_video
 
-    with user_errors():
-        ds = open_dataset(path)
-        ep = ds.read(episode)
-        house = None
-        try:
-            from pewm.sim.generate import load_house
-
-            house = load_house(path, ep.house_id)
-        except ImportError:  # pragma: no cover
-            house = None
-        with progress() as bar:
-            task = bar.add_task("frames", total=ep.num_frames)
-
-            def frames():
-                for f in episode_video_frames(ep, house=house, size=size):
-                    bar.advance(task)
-                    yield f
-
-            write_video(out, frames(), fps=fps)
+    with user_errors(), progress() as bar:
+        task = bar.add_task("frames", total=None)
+        ep = write_episode_video(path, episode, out, size=size, fps=fps,
+                                 on_frame=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(f"wrote {out} ({ep.num_frames} frames, episode {ep.episode_id}, {ep.house_id}, {ep.kind})")

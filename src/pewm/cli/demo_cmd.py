@@ -42,8 +42,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from pewm.cli.common import user_errors
         from pewm.demo import DemoConfig, run_demo
+        from pewm.model import SamplingConfig
 
         with user_errors():
-            run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around,
-                                sampling_steps=sampling_steps, model=str(model) if model else None, threads=threads,
-                                fuse=fuse, anchor=anchor))
+            sampling = SamplingConfig(steps=sampling_steps, anchor=anchor)
+            run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around, sampling=sampling,
+                                model=str(model) if model else None, threads=threads, fuse=fuse))

@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("eval"), "--out", "-o", help="output directory"),
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
         memory: str = typer.Option(
-            None, help="comma-separated memory modes: voxel-xattn, frames, voxel-render, none "
-                       "[the model's reader and none]"
+            None, help="comma-separated memory modes (the registered readers: voxel-xattn, frames, voxel-render, "
+                       "none, ...) [the model's reader and none]"
         ),
         mode_model: List[str] = typer.Option(
             [], "--mode-model", help="MODE=DIR: a model (stage-2 run) for a memory mode; repeatable"
@@ -66,29 +66,19 @@ def register(app: typer.Typer) -> None:
         ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
     ) -> None:
-        from pewm.cli.common import user_errors
+        from pewm.cli.common import user_errors, parse_key_values
+        from pewm.eval.benchmark import BenchmarkConfig, default_modes, run_benchmark
+        from pewm.model import SamplingConfig
 
         with user_errors():
-            from pewm.assets import resolve_model_path
-            from pewm.eval.benchmark import BenchmarkConfig, run_benchmark
-            from pewm.model import WorldModel
-
-            models = {}
-            for item in mode_model:
-                if "=" not in item:
-                    raise ValueError(f"--mode-model {item!r}: expected MODE=DIR")
-                k, v = item.split("=", 1)
-                models[k.strip()] = v.strip()
-            if memory is None:
-                modes = (WorldModel.load_config(resolve_model_path(model)).reader, "none")
-                modes = tuple(dict.fromkeys(modes))
-            else:
-                modes = tuple(m.strip() for m in memory.split(",") if m.strip())
+            modes = default_modes(model) if memory is None else tuple(m.strip() for m in memory.split(",") if m.strip())
+            sampling = SamplingConfig(steps=sampling_steps, guidance_scale=guidance_scale, anchor=anchor,
+                                      render_supersample=render_supersample)
             cfg = BenchmarkConfig(
-                data=str(data), out=str(out), model=str(model) if model else None, modes=modes, mode_models=models,
-                seeds=seeds, split=split, horizon=horizon, min_history=min_history, max_episodes=max_episodes,
-                batch=batch, sampling_steps=sampling_steps, dinov2_weights=str(dinov2_weights) if dinov2_weights else None,
-                videos=videos, threads=threads, long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
-                anchor=anchor, guidance_scale=guidance_scale, render_supersample=render_supersample,
+                data=str(data), out=str(out), model=str(model) if model else None, modes=modes,
+                mode_models=parse_key_values(mode_model, "--mode-model", "MODE=DIR"), seeds=seeds, split=split,
+                horizon=horizon, min_history=min_history, max_episodes=max_episodes, batch=batch, sampling=sampling,
+                dinov2_weights=str(dinov2_weights) if dinov2_weights else None, videos=videos, threads=threads,
+                long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
             )
             run_benchmark(cfg)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import typer
 
 from pewm.cli.data_cmd import data_app
+from pewm.cli.demo_cmd import register as register_demo
+from pewm.cli.eval_cmd import register as register_eval
+from pewm.cli.map_cmd import register as register_map
+from pewm.cli.train_cmd import register as register_train
 
 app = typer.Typer(
     name="pewm",
@@ -24,20 +28,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
-try:  # the map command lives with the memory package
-    from pewm.cli.map_cmd import register as _register_map
-except ImportError:  # pragma: no cover - only while the memory package is absent
-    _register_map = None
-if _register_map is not None:
-    _register_map(app)
-
-from pewm.cli.train_cmd import register as _register_train  # noqa: E402
-from pewm.cli.demo_cmd import register as _register_demo  # noqa: E402
-from pewm.cli.eval_cmd import register as _register_eval  # noqa: E402
-
-_register_train(app)
-_register_demo(app)
-_register_eval(app)
+for _register in (register_map, register_train, register_demo, register_eval):
+    _register(app)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -29,29 +29,6 @@ The run directory gets config.json, metrics.jsonl, samples/step_*.mp4, checkpoin
 at the end, model/ (EMA weights; WorldModel.from_pretrained("RUN/model")).
 Options left out come from --preset (or, with --resume, from the run's config.json).
 """
-
-
-def resolve_config(out: Path, resume: bool, preset: Optional[str], overrides: dict):
-    """The run's :class:`~pewm.train.TrainConfig`: the preset (or the saved config when resuming)
-    with every option given on the command line."""
-    from pewm.train import TrainConfig, train_preset
-
-    given = {k: v for k, v in overrides.items() if v is not None}
-    saved = out / "config.json"
-    if resume and saved.is_file():
-        base = TrainConfig.load(saved)
-        if preset is not None and preset != base.preset:
-            raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
-        # what the checkpoint's weights were built as cannot change on resume
-        for name, flag in (("stage", "--stage"), ("reader", "--reader"), ("memory_init", "--memory-init"),
-                           ("memory_ray_query", "--ray-query"), ("memory_ray_bias", "--ray-bias")):
-            if name in given and given[name] != getattr(base, name):
-                was = getattr(base, name)
-                was = f"{flag} {was!r}" if was is not None else f"no {flag} (the --init model's reader as it was)"
-                raise ValueError(f"--resume: the run in {out} was started with {was}; "
-                                 f"it cannot continue with {flag} {given[name]!r} (start a new run)")
-        return base.replace(**given)
-    return train_preset(preset or "tiny", **given)
 
 
 def register(app: typer.Typer) -> None:
@@ -86,15 +63,19 @@ def register(app: typer.Typer) -> None:
         features: Optional[str] = typer.Option(None, help="map feature extractor for voxel-xattn: auto (the model's frozen autoencoder encoder if it has one, "
                                 "else rgb) | autoencoder | rgb | dinov2 [auto]"),
         dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (with --features dinov2)"),
+        reader_option: List[str] = typer.Option(
+            [], "--reader-option", help="stage 2: re-initialise the memory reader with this option of its Options "
+                                        "(KEY=VALUE, repeatable; e.g. init=zero-out, and for voxel-xattn ray_query=true, "
+                                        "ray_bias=0.5) [keep --init's]"),
         memory_init: Optional[str] = typer.Option(
-            None, help="stage 2: re-initialise the memory reader: zero-gate (AdaLN-Zero gates, the paper's reading) | "
+            None, help="stage 2: same as --reader-option init=...: zero-gate (AdaLN-Zero gates, the paper's reading) | "
                        "zero-out (gates at 1, zero output projections: learns from the first step) [keep --init's]"),
         ray_query: Optional[bool] = typer.Option(
-            None, "--ray-query/--no-ray-query", help="stage 2, voxel-xattn: re-initialise the reader with (or without) "
-                                                   "queries that embed 3D points along each token's ray [keep --init's]"),
+            None, "--ray-query/--no-ray-query", help="stage 2, voxel-xattn: same as --reader-option ray_query=... "
+                                                   "(queries embed 3D points along each token's ray) [keep --init's]"),
         ray_bias: Optional[float] = typer.Option(
-            None, "--ray-bias", help="stage 2, voxel-xattn: re-initialise the reader with an attention bias toward map "
-                                     "tokens within about SIGMA metres of each token's ray (0 = off) [keep --init's]"),
+            None, "--ray-bias", help="stage 2, voxel-xattn: same as --reader-option ray_bias=SIGMA (attention bias "
+                                     "toward map tokens within about SIGMA metres of each ray; 0 = off) [keep --init's]"),
         log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
         sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),
         sample_steps: Optional[int] = typer.Option(None, help="DDIM steps of the sample videos"),
@@ -106,7 +87,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from rich.console import Console
 
-        from pewm.cli.common import user_errors
+        from pewm.cli.common import parse_key_values, user_errors
+        from pewm.model import reader_class
+        from pewm.train import run_config, train, with_features
 
         with user_errors():
             overrides = dict(
@@ -116,25 +99,18 @@ def register(app: typer.Typer) -> None:
                 grad_clip=grad_clip, ema_decay=ema_decay, precision=precision, seed=seed, split=split,
                 history=history, max_episodes=max_episodes, log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                device=device, threads=threads, memory_init=memory_init, memory_ray_query=ray_query,
-                memory_ray_bias=ray_bias,
+                device=device, threads=threads,
             )
-            cfg = resolve_config(out, resume, preset, overrides)
-            if features is not None or dinov2_weights is not None:
-                mem = cfg.memory.to_dict()
-                if features is not None:
-                    mem["extractor"] = features
-                if dinov2_weights is not None:
-                    if features is None:
-                        mem["extractor"] = "dinov2"  # giving DINOv2 weights asks for DINOv2 features
-                    elif features != "dinov2":
-                        raise ValueError(f"--dinov2-weights is only for --features dinov2, not --features {features}")
-                    mem["extractor_kwargs"] = {"weights": str(dinov2_weights)}
-                if mem["extractor"] == "dinov2" and "weights" not in mem["extractor_kwargs"]:
-                    raise ValueError("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")
-                cfg = cfg.replace(memory=mem)
-            from pewm.train import train
-
+            cfg = run_config(out, resume, preset, overrides)
+            options = parse_key_values(reader_option, "--reader-option")
+            aliases = {"init": memory_init, "ray_query": ray_query, "ray_bias": ray_bias}
+            if options or any(v is not None for v in aliases.values()):  # typed by the run's reader
+                overrides["reader_options"] = {**reader_class(cfg.reader).Options.parse(options),
+                                               **{k: v for k, v in aliases.items() if v is not None}}
+                cfg = run_config(out, resume, preset, overrides)
+            memory = with_features(cfg.memory, features, str(dinov2_weights) if dinov2_weights else None)
+            if memory != cfg.memory:
+                cfg = cfg.replace(memory=memory.to_dict())
             result = train(cfg, out, resume=resume, progress=progress)
             if result.model_dir is not None:
                 Console(stderr=True).print(f"trained to step {result.step}; final EMA model in {result.model_dir}")

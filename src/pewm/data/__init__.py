@@ -1,9 +1,10 @@
 """The on-disk dataset format: episodes, dataset directories, verification and imports.
 
-See ``docs/data-format.md``. Depends only on numpy, the standard library and ``pewm.geometry``
-(Pillow is imported lazily by the TUM importer, rich lazily for progress bars).
+See ``docs/data-format.md``. Depends only on numpy, the standard library, ``pewm.geometry`` and
+``pewm.atomic`` (Pillow is imported lazily by the TUM importer, rich lazily for progress bars).
 """
 
+from pewm.atomic import TEMP_SUFFIX, atomic_write
 from pewm.data.dataset import (
     DATASET_FORMAT_VERSION,
     DATASET_JSON,
@@ -20,7 +21,6 @@ from pewm.data.episode import KINDS, SPLITS, Episode, EpisodeError
 from pewm.data.io import (
     FORMAT_VERSION,
     EpisodeInfo,
-    atomic_write,
     check_episode_file,
     read_episode,
     read_episode_info,
@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT_VERSION",
     "KINDS",
     "SPLITS",
+    "TEMP_SUFFIX",
     "TUM_FR1_INTRINSICS",
     "Dataset",
     "DatasetError",

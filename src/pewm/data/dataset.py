@@ -12,214 +12,50 @@
 
 Episode files carry their own small metadata (split, kind, house, frame count), so listing and
 summarising a dataset never decompresses pixels.
+
+This module holds :class:`Dataset` and the functions that create, open and verify one; ``dataset.json``
+(:class:`DatasetSpec`) lives in :mod:`~pewm.data.dataset_spec`, the checks of
+:func:`verify_dataset` in :mod:`~pewm.data.dataset_verify`.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import re
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pewm.data.episode import SPLITS, Episode, EpisodeError
-from pewm.data.io import (
-    TEMP_SUFFIX,
-    EpisodeInfo,
-    atomic_write,
-    check_episode_file,
-    read_episode,
-    read_episode_info,
-    write_episode,
+from pewm.atomic import TEMP_SUFFIX
+from pewm.data.dataset_spec import (
+    DATASET_FORMAT,
+    DATASET_FORMAT_VERSION,
+    DATASET_JSON,
+    EPISODE_RE,
+    EPISODES_DIR,
+    DatasetError,
+    DatasetSpec,
+    _creation_info,
 )
-from pewm.geometry import ActionConfig, Intrinsics
+from pewm.data.dataset_verify import Problem, dataset_problems
+from pewm.data.episode import SPLITS, Episode, EpisodeError
+from pewm.data.io import EpisodeInfo, check_episode_file, read_episode, read_episode_info, write_episode
+from pewm.geometry import Intrinsics
 
-DATASET_FORMAT = "pewm-dataset"
-DATASET_FORMAT_VERSION = 1
-DATASET_JSON = "dataset.json"
-EPISODES_DIR = "episodes"
-EPISODE_RE = re.compile(r"^ep_(\d{6,})\.npz$")
-
-
-class DatasetError(ValueError):
-    """``dataset.json`` (or the directory) is missing or invalid. Names the file and the field."""
-
-    def __init__(self, message: str, path: str | Path | None = None, field: str | None = None) -> None:
-        self.path = Path(path) if path is not None else None
-        self.field = field
-        self.reason = message
-        where = f"{self.path}: " if self.path is not None else ""
-        what = f"field {field!r}: " if field else ""
-        super().__init__(f"{where}{what}{message}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason, self.path, self.field))
-
-
-# ---------------------------------------------------------------------------------------- spec
-@dataclass
-class DatasetSpec:
-    """The contents of ``dataset.json``."""
-
-    name: str
-    intrinsics: Intrinsics
-    action_config: ActionConfig | None = field(default_factory=ActionConfig)
-    """Step sizes of the discrete actions; ``None`` for datasets without actions (imports)."""
-    generator: dict[str, Any] = field(default_factory=dict)
-    """Free-form, JSON-able: how the episodes were made (generator arguments, source, seed...)."""
-    description: str = ""
-    created: dict[str, Any] = field(default_factory=dict)
-    """Filled by :func:`create_dataset`: UTC time, pewm/python/numpy versions, platform."""
-    format_version: int = DATASET_FORMAT_VERSION
-
-    @property
-    def width(self) -> int:
-        return self.intrinsics.width
-
-    @property
-    def height(self) -> int:
-        return self.intrinsics.height
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": DATASET_FORMAT,
-            "format_version": self.format_version,
-            "name": self.name,
-            "description": self.description,
-            "resolution": {"width": self.intrinsics.width, "height": self.intrinsics.height},
-            "intrinsics": self.intrinsics.to_dict(),
-            "action_config": None
-            if self.action_config is None
-            else {"forward_m": self.action_config.forward_m, "turn_deg": self.action_config.turn_deg},
-            "generator": self.generator,
-            "created": self.created,
-        }
-
-    def to_json(self) -> str:
-        try:
-            return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        except (TypeError, ValueError) as e:
-            raise DatasetError(f"not JSON-serialisable ({e})", field="generator") from None
-
-    @classmethod
-    def from_dict(cls, d: Any, path: str | Path | None = None) -> "DatasetSpec":
-        def bad(fld: str | None, msg: str) -> DatasetError:
-            return DatasetError(msg, path, fld)
-
-        if not isinstance(d, dict):
-            raise bad(None, f"expected a JSON object, got {type(d).__name__}")
-        if d.get("format") != DATASET_FORMAT:
-            raise bad("format", f"is {d.get('format')!r}, expected {DATASET_FORMAT!r}")
-        v = d.get("format_version")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise bad("format_version", f"is {v!r}, expected an integer")
-        if not 1 <= v <= DATASET_FORMAT_VERSION:
-            raise bad(
-                "format_version", f"unsupported version {v} (this pewm reads 1..{DATASET_FORMAT_VERSION}; upgrade pewm)"
-            )
-        name = d.get("name")
-        if not isinstance(name, str) or not name:
-            raise bad("name", f"is {name!r}, expected a non-empty string")
-        if not isinstance(d.get("intrinsics"), dict):
-            raise bad("intrinsics", "missing or not an object")
-        try:
-            K = Intrinsics.from_dict(d["intrinsics"])
-        except (ValueError, TypeError) as e:
-            raise bad("intrinsics", str(e)) from None
-        res = d.get("resolution")
-        if res is not None:
-            if not isinstance(res, dict) or (res.get("width"), res.get("height")) != (K.width, K.height):
-                raise bad("resolution", f"{res!r} does not match the intrinsics' {K.width}x{K.height}")
-        ac = d.get("action_config")
-        if ac is not None:
-            if not isinstance(ac, dict):
-                raise bad("action_config", "expected an object or null")
-            try:
-                ac = ActionConfig(float(ac["forward_m"]), float(ac["turn_deg"]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise bad("action_config", f"invalid ({type(e).__name__}: {e})") from None
-        gen = d.get("generator", {})
-        if not isinstance(gen, dict):
-            raise bad("generator", "expected an object")
-        created = d.get("created", {})
-        if not isinstance(created, dict):
-            raise bad("created", "expected an object")
-        desc = d.get("description", "")
-        if not isinstance(desc, str):
-            raise bad("description", "expected a string")
-        return cls(name=name, intrinsics=K, action_config=ac, generator=gen, description=desc, created=created,
-                   format_version=v)  # fmt: skip
-
-    @classmethod
-    def from_json(cls, text: str, path: str | Path | None = None) -> "DatasetSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}", path) from None
-        return cls.from_dict(d, path)
-
-    def save(self, path: str | Path) -> Path:
-        """Write atomically to ``path`` (usually ``DIR/dataset.json``)."""
-        path = Path(path)
-        text = self.to_json()
-        with atomic_write(path, "w") as f:
-            f.write(text)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DatasetSpec":
-        path = Path(path)
-        if not path.is_file():
-            raise DatasetError("file not found (not a pewm dataset directory?)", path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetError(f"cannot read: {e}", path) from None
-        return cls.from_json(text, path)
-
-
-def _creation_info() -> dict[str, Any]:
-    from pewm import __version__
-
-    return {
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "pewm_version": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": sys.platform,
-    }
-
-
-# ---------------------------------------------------------------------------------------- problems
-@dataclass
-class Problem:
-    """One problem found by :func:`verify_dataset`."""
-
-    path: Path
-    reason: str
-    kind: str
-    """``dataset_json``, ``unreadable``, ``truncated``, ``inconsistent``, ``intrinsics_mismatch``,
-    ``temp_file``, ``stray_file``, ``duplicate_id``, ``missing_index`` or ``split_leak``."""
-    severity: str = "error"
-    """``error`` (the data is wrong or unreadable) or ``warning`` (harmless but worth a look)."""
-
-    def __str__(self) -> str:
-        return f"[{self.severity}] {self.path}: {self.reason} ({self.kind})"
-
-
-_CODE_TO_KIND = {
-    "truncated": "truncated",
-    "inconsistent": "inconsistent",
-    "invalid": "inconsistent",
-    "intrinsics_mismatch": "intrinsics_mismatch",
-}
+__all__ = [
+    "DATASET_FORMAT",
+    "DATASET_FORMAT_VERSION",
+    "DATASET_JSON",
+    "EPISODES_DIR",
+    "Dataset",
+    "DatasetError",
+    "DatasetSpec",
+    "Problem",
+    "create_dataset",
+    "open_dataset",
+    "verify_dataset",
+]
 
 
 # ---------------------------------------------------------------------------------------- dataset
@@ -471,78 +307,4 @@ def verify_dataset(
     except DatasetError as e:
         reason = e.reason if e.field is None else f"field {e.field!r}: {e.reason}"
         return [Problem(e.path or root, reason, "dataset_json")]
-    problems: list[Problem] = []
-    for p in ds.temp_files():
-        reason = "leftover temp file from an interrupted write (safe to delete when no writer runs)"
-        problems.append(Problem(p, reason, "temp_file", "warning"))
-    if not ds.episodes_dir.is_dir():
-        problems.append(Problem(ds.episodes_dir, "episodes directory is missing", "unreadable"))
-        return problems
-    for p in sorted(ds.episodes_dir.iterdir()):
-        if not EPISODE_RE.match(p.name) and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)):
-            reason = "unexpected file in episodes/ (expected ep_NNNNNN.npz)"
-            problems.append(Problem(p, reason, "stray_file", "warning"))
-
-    indices = ds.episode_indices()
-    paths = [ds.episode_path(i) for i in indices]
-    ids: dict[str, Path] = {}
-    house_splits: dict[str, set[str]] = defaultdict(set)
-
-    def check(path: Path) -> None:
-        try:
-            info = read_episode_info(path) if full else check_episode_file(path)
-            if full:
-                read_episode(path, validate=True)
-        except EpisodeError as e:
-            problems.append(Problem(path, e.reason, _CODE_TO_KIND.get(e.code, "unreadable")))
-            return
-        if info.intrinsics != ds.intrinsics:
-            problems.append(
-                Problem(
-                    path,
-                    f"intrinsics {info.intrinsics} differ from {DATASET_JSON}'s {ds.intrinsics}",
-                    "intrinsics_mismatch",
-                )
-            )
-        if info.episode_id in ids:
-            problems.append(Problem(path, f"episode_id {info.episode_id!r} also used by {ids[info.episode_id].name}",
-                                    "duplicate_id"))  # fmt: skip
-        else:
-            ids[info.episode_id] = path
-        house_splits[info.house_id].add(info.split)
-
-    _run_with_progress(paths, check, progress, f"verifying {ds.name}")
-
-    if indices:
-        missing = sorted(set(range(indices[-1] + 1)) - set(indices))
-        if missing:
-            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            problems.append(Problem(ds.episodes_dir, f"{len(missing)} episode index(es) missing: {shown}",
-                                    "missing_index", "warning"))  # fmt: skip
-    for house, splits in sorted(house_splits.items()):
-        if len(splits) > 1 and house:
-            problems.append(Problem(ds.root, f"house {house!r} appears in several splits {sorted(splits)} "
-                                    "(splits should be by house)", "split_leak", "warning"))  # fmt: skip
-    return problems
-
-
-def _run_with_progress(
-    paths: list[Path], fn: Callable[[Path], None], progress: bool | Callable[[int, int, Path], None], label: str
-) -> None:
-    n = len(paths)
-    if callable(progress):
-        for i, p in enumerate(paths):
-            fn(p)
-            progress(i + 1, n, p)
-        return
-    if not progress:
-        for p in paths:
-            fn(p)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task(label, total=n)
-        for p in paths:
-            fn(p)
-            bar.advance(task)
+    return dataset_problems(ds, full=full, progress=progress)

@@ -16,10 +16,11 @@ Protocol (:func:`run_benchmark`; the command is ``pewm eval``):
    ``[0, t]``) or **novel**; report each metric on revisit / novel / all frames as mean ± std over
    sampling seeds.
 
-Memory modes are named as on the command line: ``voxel-xattn``, ``frames``, ``voxel-render``
-(each needs a model whose reader it is: the main model, a ``--mode-model MODE=DIR``, or reader
-weights shipped beside the main model) and ``none`` (the main model with an empty memory, the
-paper's protocol for its no-memory baseline).
+Memory modes are the registered readers (:data:`pewm.model.READERS`), named as on the command line:
+``voxel-xattn``, ``frames``, ``voxel-render``, ... (each needs a model whose reader it is: the main
+model, a ``--mode-model MODE=DIR``, or reader weights shipped beside the main model) and ``none``
+(a reader that reads no memory: the main model with an empty memory, the paper's protocol for its
+no-memory baseline). Sampling settings travel as one :class:`~pewm.model.SamplingConfig`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pewm.assets import load_model, resolve_model_path
+from pewm.atomic import atomic_write_text
+from pewm.data import open_dataset
+from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
+from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
 from pewm.eval.revisit import classify, observed_fraction
 from pewm.geometry import poses_from_actions
-from pewm.model.config import ANCHORS
+from pewm.model import READERS, MemoryBuilder, SamplingConfig, WorldModel, reader_class
+from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+from pewm.rollout import RolloutMemory, rollout
 
-MODES = ("voxel-xattn", "frames", "voxel-render", "none")
+
+def memory_modes() -> tuple[str, ...]:
+    """The memory modes the benchmark knows: every registered reader."""
+    return tuple(READERS)
+
+
+def default_modes(model_path=None) -> tuple[str, ...]:
+    """The modes ``pewm eval`` compares when none are given: the model's reader and ``none``."""
+    reader = WorldModel.load_config(resolve_model_path(model_path)).reader
+    return tuple(dict.fromkeys((reader, "none")))
 
 
 @dataclass
@@ -53,10 +72,8 @@ class BenchmarkConfig:
     min_history: int = 64
     max_episodes: int | None = None
     batch: int = 8
-    sampling_steps: int | None = None
-    guidance_scale: float | None = None  # memory CFG (None: the model's default)
-    anchor: str | None = None  # map-anchored sampling for voxel-render (None: the model's default)
-    render_supersample: int | None = None  # voxel-render memory renders (None: the model's memory.json)
+    # DDIM steps, memory CFG, map anchoring, render supersampling (None: the model's defaults)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     revisit_threshold: float = 0.5
     dinov2_weights: str | None = None
     videos: int = 4
@@ -66,24 +83,22 @@ class BenchmarkConfig:
     long_steps: int = 128
 
     def validate(self) -> "BenchmarkConfig":
-        bad = [m for m in self.modes if m not in MODES]
+        modes = memory_modes()
+        bad = [m for m in self.modes if m not in modes]
         if bad or not self.modes:
-            raise ValueError(f"--memory: unknown mode(s) {bad}; choose from {MODES}")
+            raise ValueError(f"--memory: unknown mode(s) {bad}; choose from {modes}")
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"--memory: a mode is listed twice: {list(self.modes)}")
+        own = tuple(m for m in modes if READERS[m].reads_memory)
         for k in self.mode_models:
-            if k not in MODES or k == "none":
-                raise ValueError(f"--mode-model: {k!r} is not a memory mode with its own model ({MODES[:3]})")
+            if k not in own:
+                raise ValueError(f"--mode-model: {k!r} is not a memory mode with its own model ({own})")
         if self.seeds < 1 or self.horizon < 1 or self.batch < 1 or self.min_history < 1:
             raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
         if self.split not in ("train", "val", "test", "all"):
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
-        if self.anchor is not None and self.anchor not in ANCHORS:
-            raise ValueError(f"--anchor must be one of {ANCHORS}, got {self.anchor!r}")
-        if self.render_supersample is not None and self.render_supersample < 1:
-            raise ValueError(f"--render-supersample must be >= 1, got {self.render_supersample}")
-        if self.guidance_scale is not None and self.guidance_scale < 0:
-            raise ValueError(f"--guidance-scale must be >= 0, got {self.guidance_scale}")
+        if not isinstance(self.sampling, SamplingConfig):
+            raise ValueError(f"BenchmarkConfig.sampling must be a SamplingConfig, got {type(self.sampling).__name__}")
         if self.fuse not in ("novel", "all"):
             raise ValueError(f"--fuse must be 'novel' or 'all', got {self.fuse!r}")
         if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
@@ -122,9 +137,6 @@ def choose_cut(depth, poses, K, horizon: int, min_history: int, step: int = 8) -
 
 
 def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
-    from pewm.data import open_dataset
-    from pewm.model.memory_input import resize_depth, resize_rgb, scale_intrinsics
-
     ds = open_dataset(cfg.data)
     paths = ds.episode_paths(None if cfg.split == "all" else cfg.split)
     if cfg.max_episodes is not None:
@@ -165,14 +177,12 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
 
 def model_for_mode(mode: str, cfg: BenchmarkConfig, main):
     """The model that evaluates ``mode`` (see the module docstring)."""
-    from pewm.assets import load_model, resolve_model_path
-
     if mode in cfg.mode_models:
         m = load_model(cfg.mode_models[mode])
         if m.config.reader != mode:
             raise ValueError(f"--mode-model {mode}={cfg.mode_models[mode]}: that model's reader is {m.config.reader!r}")
         return m
-    if mode == "none" or main.config.reader == mode:
+    if not reader_class(mode).reads_memory or main.config.reader == mode:
         return main
     path = resolve_model_path(cfg.model)
     if (path / "readers" / f"{mode}.safetensors").is_file():
@@ -185,21 +195,22 @@ def model_for_mode(mode: str, cfg: BenchmarkConfig, main):
 
 def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkConfig, seed: int, progress=None,
                  task=None) -> list[dict]:
-    """Generated frames ``(horizon, ...)`` of every episode for one mode and seed."""
-    from pewm.model.memory_input import MemoryBuilder
-    from pewm.rollout import RolloutMemory, rollout
-
-    builder = MemoryBuilder.for_model(model)
-    if cfg.render_supersample is not None:
-        from dataclasses import replace
-
-        builder.cfg = replace(builder.cfg, render_supersample=int(cfg.render_supersample))
+    """Generated frames ``(horizon, ...)`` of every episode for one mode and seed. A mode whose
+    reader reads no memory gets empty memories, nothing fused, and neither memory guidance nor
+    anchoring; anchoring is only for readers that can anchor."""
+    empty = not reader_class(mode).reads_memory
+    sampling = cfg.sampling
+    if empty or not model.reader.can_anchor:
+        sampling = sampling.replace(anchor=None)
+    if empty:
+        sampling = sampling.replace(guidance_scale=None)
+    builder = MemoryBuilder.for_model(model, render_supersample=sampling.render_supersample)
     out = []
     for b0 in range(0, len(episodes), cfg.batch):
         eps = episodes[b0:b0 + cfg.batch]
         mems = []
         for e in eps:
-            if mode == "none":
+            if empty:
                 mems.append(RolloutMemory(builder))
             else:
                 c = e.cut
@@ -212,10 +223,8 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
         acts = np.stack([e.actions[e.cut:e.cut + cfg.horizon] for e in eps])
         g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
         res = rollout(model, rgb, depth, pose, K, acts, memories=mems, fuse_start=False,
-                      fuse_generated=mode != "none", fuse_novel_only=cfg.fuse == "novel",
-                      steps=cfg.sampling_steps, generator=g,
-                      guidance_scale=cfg.guidance_scale if mode != "none" else None,
-                      anchor=cfg.anchor if mode == "voxel-render" else None)
+                      fuse_generated=not empty, fuse_novel_only=cfg.fuse == "novel",
+                      sampling=sampling, generator=g)
         for j in range(len(eps)):
             out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})
         if progress is not None:
@@ -257,12 +266,6 @@ def score(episodes, generated, feats) -> tuple[dict, list[np.ndarray]]:
 def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     """Run the benchmark (module docstring) and write ``results.json``, ``results.md``, the PSNR
     plot and side-by-side videos into ``cfg.out``; returns the aggregated results."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from pewm.assets import load_model, resolve_model_path
-    from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
-
     cfg.validate()
     console = console or Console(stderr=True)
     if cfg.threads:
@@ -303,15 +306,16 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
             per_seed.append(by_mode)
             masks.append(revisit)
     results = aggregate(per_seed, masks)
-    render_model = models.get("voxel-render", main)  # its sampling settings are the ones reported
+    # the sampling settings reported: those of the first mode that can anchor (else the main model)
+    render_model = next((models[m] for m in cfg.modes if models[m].reader.can_anchor), main)
+    reported = cfg.sampling.resolve(render_model.config.diffusion, render_model.memory_build)
     meta = {
         "dataset": str(cfg.data), "split": cfg.split, "episodes": len(episodes), "seeds": cfg.seeds,
         "horizon": cfg.horizon, "revisit_frames": n_rev, "novel_frames": n_all - n_rev,
         "feature_extractor": feats.name, "model": str(resolve_model_path(cfg.model)),
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
-        "sampling_steps": cfg.sampling_steps or main.config.diffusion.sampling_steps,
-        "fuse": cfg.fuse, "anchor": cfg.anchor or render_model.config.diffusion.anchor,
-        "render_supersample": cfg.render_supersample or (render_model.memory_build or {}).get("render_supersample", 1),
+        "sampling_steps": cfg.sampling.steps or main.config.diffusion.sampling_steps,
+        "fuse": cfg.fuse, "anchor": reported.anchor, "render_supersample": reported.render_supersample,
         "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
@@ -322,12 +326,8 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
                                                       "render_supersample", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
-        from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
-        from pewm.train.checkpoint import atomic_write_text
-
-        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling_steps=cfg.sampling_steps,
-                                        console=console, fuse=cfg.fuse, anchor=cfg.anchor,
-                                        render_supersample=cfg.render_supersample)
+        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling=cfg.sampling,
+                                        console=console, fuse=cfg.fuse)
         meta["long_horizon"] = long
         meta["seconds"] = time.perf_counter() - t0
         write_results_json(out / "results.json", results, meta)
@@ -343,4 +343,4 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-__all__ = ["BenchmarkConfig", "MODES", "choose_cut", "load_episodes", "model_for_mode", "run_benchmark", "score"]
+__all__ = ["BenchmarkConfig", "choose_cut", "default_modes", "memory_modes", "load_episodes", "model_for_mode", "run_benchmark", "score"]

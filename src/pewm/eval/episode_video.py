@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pewm.eval.video import colorize_depth, fit_into, hstack_panels, label, resize_nearest
+from pewm.data import open_dataset
+from pewm.sim.generate import load_house
+from pewm.sim.topdown import top_down_image, world_to_topdown_pixel
+from pewm.video import colorize_depth, fit_into, hstack_panels, label, resize_nearest, write_video
 
 
 def _trajectory_canvas(xy: np.ndarray, size: int) -> tuple[np.ndarray, callable]:
@@ -31,8 +35,6 @@ def episode_video_frames(episode, house=None, size: int = 256, px_per_m: float =
     xy = episode.poses[:, :2, 3]
     fwd = episode.poses[:, :2, 2]
     if house is not None:
-        from pewm.sim.topdown import top_down_image, world_to_topdown_pixel
-
         base = top_down_image(house, px_per_m=px_per_m)
 
         def to_px(x, y):
@@ -60,3 +62,23 @@ def episode_video_frames(episode, house=None, size: int = 256, px_per_m: float =
             action = f"  next: {['forward', 'left', 'right'][int(episode.actions[t])]}"
         yield hstack_panels([label(rgb, f"rgb t={t}{action}"), label(depth, f"depth (max {max_depth:.1f} m)"),
                              label(top, f"{episode.house_id or 'trajectory'} ({episode.kind})")])
+
+
+def write_episode_video(dataset_dir, episode: int, out, size: int = 256, fps: int = 8,
+                        on_frame: Callable[[int, int], None] | None = None):
+    """Write the video of ``episode`` of the dataset at ``dataset_dir`` to ``out`` (mp4 or gif,
+    atomically): RGB | depth | top-down map (the house's floor plan when the dataset has it).
+    ``on_frame(done, total)`` after each frame. Returns the episode."""
+    ds = open_dataset(dataset_dir)
+    ep = ds.read(episode)
+    house = load_house(dataset_dir, ep.house_id)
+
+    def frames():
+        for i, f in enumerate(episode_video_frames(ep, house=house, size=size)):
+            if on_frame is not None:
+                on_frame(i + 1, ep.num_frames)
+            yield f
+
+    write_video(Path(out), frames(), fps=fps)
+    return ep
+

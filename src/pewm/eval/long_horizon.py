@@ -2,7 +2,7 @@
 
 In held-out houses (the demo's seed stream, never used by ``pewm data generate``) the model imagines
 a walk of ``steps`` actions from one ground-truth start view: turn away and back twice, then to
-another place and back (:func:`pewm.demo.ground_truth`). A frame is **returning** when an earlier
+another place and back (:func:`pewm.eval.walks.ground_truth`). A frame is **returning** when an earlier
 frame of the same walk (at least 8 frames before it) had nearly the same camera (within 0.5 m
 and 30°, :func:`~pewm.eval.metrics.match_first_visits`). For the returning frames this reports
 PSNR / SSIM of the generated frame against the ground truth and against the model's **own**
@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from pewm.eval.metrics import match_first_visits, psnr, ssim
+from pewm.eval.walks import WalkConfig, ground_truth, imagine
+from pewm.model import SamplingConfig
 
 
 def long_horizon_consistency(model, houses: int = 4, steps: int = 128, seed: int = 1000,
-                             sampling_steps: int | None = None, console=None, fuse: str = "novel",
-                             anchor: str | None = None, render_supersample: int | None = None) -> dict:
+                             sampling: SamplingConfig | None = None, console=None, fuse: str = "novel") -> dict:
     """Run the probe in ``houses`` held-out houses; returns ``{mode: {...}}`` with ``mode`` the
     model's reader and ``none`` (the same model with an empty memory)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from pewm.demo import DemoConfig, ground_truth, imagine
-
     if houses < 1 or steps < 16:
         raise ValueError(f"long-horizon probe: need houses >= 1 and steps >= 16, got {houses}, {steps}")
     res = model.config.image_height
@@ -36,14 +35,13 @@ def long_horizon_consistency(model, houses: int = 4, steps: int = 128, seed: int
                   console=console) as progress:
         task = progress.add_task("long-horizon probe", total=houses * len(modes))
         for i in range(houses):
-            cfg = DemoConfig(seed=seed + i, steps=steps, sampling_steps=sampling_steps, fuse=fuse, anchor=anchor,
-                             render_supersample=render_supersample)
+            cfg = WalkConfig(seed=seed + i, steps=steps)
             ep = ground_truth(cfg, res)
             match = match_first_visits(ep.poses, None)
             ret = np.nonzero(match >= 0)[0]
             frames += len(ret)
             for mode, use in modes.items():
-                rgb, _, _, _ = imagine(model, ep, use, cfg)
+                rgb, _, _, _ = imagine(model, ep, use, sampling, cfg.seed, fuse == "novel")
                 if len(ret):
                     per[mode]["gt_psnr"].append(float(np.mean(psnr(rgb[ret], ep.rgb[ret]))))
                     per[mode]["gt_ssim"].append(float(np.mean(ssim(rgb[ret], ep.rgb[ret]))))

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pewm.memory.features import Dinov2Extractor
 
 METRICS = ("psnr", "ssim", "absrel", "delta1", "src")
 """Metric names of the benchmark, in Table-1 order (``src`` comes from the SRC functions)."""
@@ -206,8 +207,6 @@ class DinoV2GlobalFeatures:
 
     def __init__(self, weights_dir: str | Path, device: torch.device | str = "cpu",
                  input_size: int | tuple[int, int] | None = None, batch_size: int = 16):
-        from pewm.memory.features import Dinov2Extractor
-
         self.extractor = Dinov2Extractor(weights_dir, device=device, input_size=input_size, batch_size=batch_size)
         self.dim = self.extractor.dim
 

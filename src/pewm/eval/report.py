@@ -6,9 +6,8 @@ and :mod:`pewm.eval.revisit` a per-frame revisit mask ``(N,)``; :func:`aggregate
 
 ``{mode: {"revisit" | "novel" | "all": {metric: {"mean", "std", "frames", "seeds"}}}}``
 
-which :func:`write_results_json` and :func:`write_results_md` write. All writers are atomic (a
-temporary file in the same folder, then ``os.replace``), so an interrupted run never leaves a
-half-written report.
+which :func:`write_results_json` and :func:`write_results_md` write. All writers are atomic
+(:mod:`pewm.atomic`), so an interrupted run never leaves a half-written report.
 """
 
 from __future__ import annotations
@@ -16,13 +15,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pewm.atomic import atomic_write_bytes
 from pewm.eval.metrics import METRICS
+from pewm.video import colorize_depth, hstack_panels, label, resize_nearest, write_video
 
 CLASSES = ("revisit", "novel", "all")
 META_KEY = "_meta"
@@ -114,22 +114,6 @@ def aggregate(
 # writers
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def _jsonable(x):
     """NumPy scalars/arrays to Python; NaN and inf to ``None`` (strict JSON has neither)."""
     if isinstance(x, Mapping):
@@ -158,7 +142,7 @@ def write_results_json(path: str | Path, results: Mapping[str, Any], meta: Mappi
         raise ValueError(f"results must not contain the reserved key {META_KEY!r}")
     doc = {META_KEY: _jsonable(dict(meta)), **_jsonable(dict(results))}
     text = json.dumps(doc, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    return _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    return atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def _fmt(stat: Mapping[str, Any] | None, metric: str) -> str:
@@ -213,7 +197,7 @@ def write_results_md(path: str | Path, results: Mapping[str, Any], meta: Mapping
     ``meta`` entries), then one table: rows = memory modes, column groups revisit / novel / all,
     each with PSNR↑ SSIM↑ AbsRel↓ δ1↑ SRC↑ as ``mean ± std`` ("–" where a class has no frames).
     """
-    return _atomic_write_bytes(Path(path), results_markdown(results, meta, metrics).encode("utf-8"))
+    return atomic_write_bytes(Path(path), results_markdown(results, meta, metrics).encode("utf-8"))
 
 
 def plot_psnr_vs_step(path: str | Path, curves: Mapping[str, tuple], title: str = "PSNR vs. generation step",
@@ -251,7 +235,7 @@ def plot_psnr_vs_step(path: str | Path, curves: Mapping[str, tuple], title: str 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return _atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_bytes(Path(path), buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,9 +270,8 @@ def side_by_side_video(
     panel; panels without depth get a blank one. ``labels`` renames panels (keys ``"gt"`` and mode
     names); ``frame_tags[t]`` (e.g. ``"revisit"``) is appended to the ground truth's label. Panels
     are upscaled (nearest) to ``panel_height`` (default ``max(h, 128)``). Written atomically by
-    :func:`pewm.eval.video.write_video`.
+    :func:`pewm.video.write_video`.
     """
-    from pewm.eval.video import colorize_depth, hstack_panels, label, resize_nearest, write_video
 
     gt = _uint8_frames(gt_rgb, "gt_rgb")
     T, h, w, _ = gt.shape

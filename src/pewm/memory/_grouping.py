@@ -16,7 +16,8 @@ def _group_points(pT: np.ndarray, voxel_size, origin) -> tuple[np.ndarray, np.nd
     """Group world points ``pT`` (3, N) float32 by voxel: ``(sorted unique keys (M,), inverse (N,),
     kept point indices or None if all)``; points whose voxel is out of the key range are dropped.
 
-    Same voxels as :meth:`VoxelMap._coords` (``floor((p - origin) / voxel_size)`` in float32).
+    Same voxels as :func:`~pewm.memory.voxel_backend_torch.voxel_coords`
+    (``floor((p - origin) / voxel_size)`` in float32).
     """
     vs = np.asarray(voxel_size, dtype=pT.dtype)[:, None]
     q = pT - np.asarray(origin, dtype=pT.dtype)[:, None] if any(origin) else pT

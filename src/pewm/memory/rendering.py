@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pewm.memory._util import as_tensor
-
-if TYPE_CHECKING:
-    from pewm.memory.voxel_map import VoxelMapConfig
+from pewm.memory.voxel_config import VoxelMapConfig
 
 
 @dataclass
@@ -40,7 +37,7 @@ class _BlockIndex:
 
     ``pad`` widens every sphere, so the index stays valid while points move by up to ``pad`` (a
     voxel's mean surface point never leaves its voxel: pad = the voxel diagonal); :meth:`extended`
-    then reuses it for a grown map (see ``VoxelMap._render_index``)."""
+    then reuses it for a grown map (see :func:`~pewm.memory.voxel_backend_numpy.grown_render_index`)."""
 
     def __init__(self, P: np.ndarray, block: float = 1.0, pad: float = 0.0):
         P = np.asarray(P, dtype=np.float32).reshape(-1, 3)

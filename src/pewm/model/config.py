@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pewm.model.autoencoder import AutoencoderConfig
+from pewm.model.readers import READERS, reader_class
 
 ATTENTION_KINDS = ("full", "factorized")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -38,15 +39,26 @@ def _check_keys(cls, d: dict, what: str) -> None:
 
 
 ANCHORS = ("none", "latent", "pixel", "both")
-# How a memory block starts as the identity (stage 2 must start from exactly the stage-1 model):
-# "zero-gate" = AdaLN-Zero gates (0 at init; the attention and feed-forward get no gradient until
-# the gates have moved), "zero-out" = gates at 1 and zero-initialised output projections of the
-# attention and the feed-forward (every memory parameter behind them gets gradient from step 1).
-MEMORY_INITS = ("zero-gate", "zero-out")
-# ModelConfig fields that belong to a memory reader, not to the shared backbone: saved with a
-# reader's weights, free to differ between a stage-1 model and its stage-2 run, and what
-# WorldModel.reinit_reader / TrainConfig (same names) can set for stage 2
-READER_CONFIG_FIELDS = ("memory_init", "memory_ray_query", "memory_ray_bias")
+# ModelConfig fields of pewm <= 0.1.0 that are now reader options (ModelConfig.reader_options):
+# old config.json files and reader metadata are read through legacy_reader_options
+LEGACY_READER_FIELDS = {"memory_init": "init", "memory_ray_query": "ray_query", "memory_ray_bias": "ray_bias"}
+
+
+def legacy_reader_options(reader: str, d: dict) -> dict:
+    """Pop the legacy reader fields (``memory_init``, ``memory_ray_*``) from ``d`` and return them as
+    options of ``reader``: an option the reader does not have is dropped when it has the old default
+    value (``False`` / ``0.0``) and is an error otherwise (it would change the architecture)."""
+    opts = {}
+    for old, new in LEGACY_READER_FIELDS.items():
+        if old not in d:
+            continue
+        v = d.pop(old)
+        if reader in READERS and new not in READERS[reader].Options.names():
+            if v in (False, 0, 0.0, None) and not isinstance(v, str):
+                continue
+            raise ValueError(f"ModelConfig.{old} is for the voxel-xattn reader, not {reader!r}")
+        opts[new] = v
+    return opts
 
 
 @dataclass
@@ -130,9 +142,9 @@ class ModelConfig:
     max_memory_tokens: int = 1024
     max_memory_frames: int = 4  # past frames for the "frames" reader
     memory_dropout: float = 0.1  # training: probability to drop the memory of a sample (for CFG)
-    memory_init: str = "zero-gate"  # how the memory blocks start as the identity: see MEMORY_INITS
-    memory_ray_query: bool = False  # voxel-xattn: queries also embed 3D points along their rays (beyond the paper)
-    memory_ray_bias: float = 0.0  # voxel-xattn: sigma (m) of an attention bias toward map tokens on each ray; 0 = off
+    # the reader's own architecture options (its Options dataclass, e.g. {"init": "zero-out"}; see
+    # pewm.model.readers); stored complete (defaults filled in) so equal configs compare equal
+    reader_options: dict = field(default_factory=dict)
     # depth normalisation (log depth between depth_min and depth_max, see normalization.py)
     depth_min: float = 0.1
     depth_max: float = 20.0
@@ -202,8 +214,6 @@ class ModelConfig:
         return self.width // self.heads
 
     def validate(self) -> "ModelConfig":
-        from pewm.model.memory_readers import READERS  # registry lives beside the readers
-
         for name in ("image_height", "image_width", "patch_size", "frames", "width", "depth", "heads",
                      "time_embed_dim", "memory_dim", "max_memory_tokens", "max_memory_frames"):
             v = getattr(self, name)
@@ -234,21 +244,9 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.reader not in READERS:
             raise ValueError(f"ModelConfig.reader must be one of {sorted(READERS)}, got {self.reader!r}")
-        if self.memory_init not in MEMORY_INITS:
-            raise ValueError(f"ModelConfig.memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}")
-        if not isinstance(self.memory_ray_query, bool):
-            raise ValueError(f"ModelConfig.memory_ray_query must be a bool, got {self.memory_ray_query!r}")
-        if self.memory_ray_query and self.reader != "voxel-xattn":
-            raise ValueError(f"ModelConfig.memory_ray_query is for the voxel-xattn reader, not {self.reader!r}")
-        if not isinstance(self.memory_ray_bias, (int, float)) or isinstance(self.memory_ray_bias, bool) \
-                or not self.memory_ray_bias >= 0:
-            raise ValueError(f"ModelConfig.memory_ray_bias must be a length >= 0 in metres, got {self.memory_ray_bias!r}")
-        if self.memory_ray_bias > 0 and self.reader != "voxel-xattn":
-            raise ValueError(f"ModelConfig.memory_ray_bias is for the voxel-xattn reader, not {self.reader!r}")
-        if (self.memory_ray_query or self.memory_ray_bias > 0) and self.tokens_per_frame < 2:
-            raise ValueError(
-                f"ModelConfig.memory_ray_query needs >= 2 tokens per frame to recover camera centres, "
-                f"got tokens_per_frame={self.tokens_per_frame}")
+        if not isinstance(self.reader_options, dict):
+            raise TypeError(f"ModelConfig.reader_options must be a dict, got {type(self.reader_options).__name__}")
+        self.reader_options = reader_class(self.reader).Options.from_dict(self.reader_options).to_dict()
         if not 0.0 <= self.memory_dropout < 1.0:
             raise ValueError(f"ModelConfig.memory_dropout must be in [0, 1), got {self.memory_dropout}")
         if not 0.0 < self.depth_min < self.depth_max:
@@ -261,6 +259,7 @@ class ModelConfig:
         return self
 
     def __post_init__(self) -> None:
+        self.reader_options = dict(self.reader_options or {})
         if isinstance(self.diffusion, dict):
             _check_keys(DiffusionConfig, self.diffusion, "ModelConfig.diffusion")
             self.diffusion = DiffusionConfig(**self.diffusion)
@@ -276,6 +275,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """From :meth:`to_dict` output (configs of older pewm versions with the reader options as
+        top-level fields are converted; unknown keys are an error)."""
+        d = dict(d)
+        legacy = legacy_reader_options(d.get("reader", cls.reader), d)
+        if legacy:
+            d["reader_options"] = {**legacy, **dict(d.get("reader_options") or {})}
         _check_keys(cls, d, "ModelConfig")
         return cls(**d)
 
@@ -285,6 +290,11 @@ class ModelConfig:
         diff = overrides.pop("diffusion", None)
         if isinstance(overrides.get("autoencoder"), AutoencoderConfig):
             overrides["autoencoder"] = overrides["autoencoder"].to_dict()
+        if "reader" in overrides and overrides["reader"] != self.reader and "reader_options" not in overrides:
+            d["reader_options"] = {}  # another reader starts from its own default options
+        legacy = legacy_reader_options(overrides.get("reader", self.reader), overrides)
+        if legacy:
+            overrides["reader_options"] = {**d["reader_options"], **dict(overrides.get("reader_options") or {}), **legacy}
         _check_keys(type(self), overrides, "ModelConfig overrides")
         d.update(overrides)
         if diff is not None:

@@ -44,7 +44,7 @@ from pewm.model.layers import (
     sincos_1d,
     sincos_2d_grid,
 )
-from pewm.model.memory_readers import MemoryContext, MemoryInput, build_reader
+from pewm.model.readers import MemoryContext, MemoryInput, build_reader
 from pewm.model.normalization import denormalize_depth, denormalize_rgb, normalize_depth, normalize_rgb
 
 
@@ -118,7 +118,7 @@ class Denoiser(nn.Module):
         nn.init.zeros_(self.final.bias)
         self.reader = build_reader(cfg)
         # Stage 1 trains the backbone while the memory blocks keep their initialisation (zero gates
-        # or zero output projections, ModelConfig.memory_init), so they add exactly 0; skipping them
+        # or zero output projections, the reader option init), so they add exactly 0; skipping them
         # then is exact and saves their cost (tests/test_train_loop.py).
         self.run_memory_blocks = True
 

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from pewm.memory import register_extractor
 from pewm.memory._util import as_tensor, rgb_to_bchw_float
 from pewm.model.autoencoder import AutoencoderConfig, RGBDAutoencoder
+from pewm.model.checkpoint import resolve_model_dir
+from pewm.model.world_model import WorldModel
 from pewm.model.normalization import normalize_depth, normalize_rgb
 
 
@@ -56,10 +58,7 @@ class AutoencoderFeatures:
         if sum(given) != 1:
             raise ValueError("autoencoder features: give exactly one of autoencoder=, weights= or config=")
         if weights is not None:
-            from pewm.assets import resolve_model_path
-            from pewm.model.world_model import WorldModel
-
-            path = resolve_model_path(weights)
+            path = resolve_model_dir(weights, what="autoencoder weights")
             model = WorldModel.from_pretrained(path)
             if model.autoencoder is None:
                 raise ValueError(f"{path}: this model diffuses pixels and has no autoencoder to take features from")

@@ -15,7 +15,7 @@ import torch
 
 from pewm.geometry import camera_pose_from_agent, intrinsics_from_fov
 from pewm.model.config import ModelConfig
-from pewm.model.memory_readers import MemoryInput
+from pewm.model.readers import MemoryInput
 from pewm.model.world_model import ClipBatch
 
 

@@ -1,44 +1,37 @@
-"""``WorldModel``: the denoiser, its memory reader and the diffusion process behind one object.
+"""``WorldModel``: the denoiser, its memory reader, the autoencoder and the diffusion process
+behind one object (§3 of arXiv 2505.05495).
 
 * ``model(batch)`` / :meth:`WorldModel.training_loss` -- the v-prediction loss of a
   :class:`ClipBatch` (§3.4), so a DDP-wrapped model is called like the model itself.
 * :meth:`WorldModel.generate` -- one chunk of ``H`` future RGB-D frames from the current frame, its
-  pose, the actions (or poses) and the memory (one iteration of Algorithm 1 without the map update).
-* :meth:`WorldModel.save_pretrained` / :meth:`WorldModel.from_pretrained` -- a directory with
-  ``config.json`` and ``model.safetensors``.
+  pose, the actions (or poses) and the memory (one iteration of Algorithm 1 without the map
+  update), sampled as one :class:`~pewm.model.sampling.SamplingConfig` says.
+* :meth:`WorldModel.save_pretrained` / :meth:`WorldModel.from_pretrained` -- :mod:`pewm.model.checkpoint`.
 
 Conventions: poses are camera-to-world 4x4 (OpenCV camera, world z up), depth is metric z-depth,
 ``actions[t]`` moves from frame ``t`` to frame ``t + 1`` (frame 0 = the current frame), so a chunk
-of ``H`` future frames takes exactly ``H`` actions.
+of ``H`` future frames takes exactly ``H`` actions. Inputs are checked once, at
+:meth:`WorldModel.generate` (:mod:`pewm.model.inputs`); :meth:`WorldModel.sample_frames` takes
+checked tensors (rollouts check their inputs once per rollout and call it directly).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from pewm.geometry import Action, ActionConfig, check_pose, intrinsics_matrix, poses_from_actions
+from pewm.geometry import ActionConfig
+from pewm.model import checkpoint
 from pewm.model.autoencoder import RGBDAutoencoder
-from pewm.model.config import READER_CONFIG_FIELDS, ModelConfig, from_preset
+from pewm.model.config import ModelConfig, from_preset
 from pewm.model.denoiser import Conditioning, Denoiser
 from pewm.model.diffusion import VDiffusion
-from pewm.model.memory_readers import MemoryInput
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MEMORY_BUILD_NAME = "memory.json"  # optional: the MemoryBuildConfig the reader was trained with
-READERS_DIR = "readers"  # optional: READERS_DIR/<reader>.safetensors, other readers' weights
-# reader options (ModelConfig fields) travel in the safetensors metadata of a reader's weights
-READER_PREFIX = "denoiser.reader."
-FORMAT = "pewm.WorldModel"
-FORMAT_VERSION = 1
+from pewm.model.inputs import check_depth, check_K, check_rgb, clip_poses
+from pewm.model.readers import MemoryInput, build_reader
+from pewm.model.sampling import KnownRegion, SamplingConfig, ddim_sample, guided
 
 
 @dataclass
@@ -65,18 +58,6 @@ class Generation:
     rgb: torch.Tensor
     depth: torch.Tensor
     poses: torch.Tensor
-
-
-def _write_json(path: Path, content) -> None:
-    """Write JSON atomically (temp file + rename; nothing half-written is left behind)."""
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def relative_poses(poses: torch.Tensor) -> torch.Tensor:
@@ -111,6 +92,11 @@ class WorldModel(nn.Module):
     def from_preset(cls, name: str, **overrides) -> "WorldModel":
         return cls(from_preset(name, **overrides))
 
+    @property
+    def reader(self):
+        """The memory reader module (:class:`~pewm.model.readers.MemoryReader`)."""
+        return self.denoiser.reader
+
     # -- parameters ----------------------------------------------------------------------------
     def memory_parameters(self):
         """Parameters of the memory reader (trained in stage 2)."""
@@ -120,19 +106,13 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
-    def reinit_reader(self, **options) -> None:
-        """Replace the memory reader by a freshly initialised one; ``options`` are reader fields of
-        ``ModelConfig`` (:data:`READER_CONFIG_FIELDS`: ``memory_init``, ``memory_ray_query``,
-        ``memory_ray_bias``; None keeps the configured value). The backbone is untouched and
-        the model's output with any memory equals its output without memory again (stage 2 starts
-        from exactly the stage-1 model); trained memory weights are discarded."""
-        from pewm.model.memory_readers import build_reader
-
-        unknown = sorted(set(options) - set(READER_CONFIG_FIELDS))
-        if unknown:
-            raise TypeError(f"reinit_reader: unknown reader option(s) {unknown}; known: {READER_CONFIG_FIELDS}")
-        changes = {k: v for k, v in options.items() if v is not None}
-        cfg = self.config.replace(**changes).validate() if changes else self.config
+    def reinit_reader(self, options: dict | None = None) -> None:
+        """Replace the memory reader by a freshly initialised one whose options are the current
+        ones updated with ``options`` (the reader's ``Options`` fields, e.g. ``{"init": "zero-out"}``).
+        The backbone is untouched and the model's output with any memory equals its output without
+        memory again (stage 2 starts from exactly the stage-1 model); trained memory weights are discarded."""
+        merged = {**self.config.reader_options, **dict(options or {})}
+        cfg = self.config.replace(reader_options=merged).validate()
         like = next(self.denoiser.backbone_parameters())
         self.config = cfg
         self.denoiser.cfg = cfg
@@ -167,33 +147,9 @@ class WorldModel(nn.Module):
         return x.reshape(*lead, *x.shape[1:])
 
     def encode_memory(self, memory: MemoryInput | None) -> MemoryInput | None:
-        """Fill ``rendered_latent`` from ``rendered`` for a latent-space ``voxel-render`` model:
-        the covered part of the render (uncovered pixels zeroed, as in pixel space) encoded like a
-        frame and zeroed in latent cells with no coverage at all, plus the coverage averaged over
-        each latent cell; an empty render thus gives all zeros, exactly what a dropped memory gives.
-        Other memories pass unchanged."""
-        if memory is None or self.autoencoder is None or memory.rendered is None or memory.rendered_latent is not None:
-            return memory
-        cfg = self.config
-        r = torch.as_tensor(memory.rendered).to(self.device, torch.float32)
-        B, H = r.shape[:2]
-        if tuple(r.shape[2:]) != (5, cfg.image_height, cfg.image_width):
-            raise ValueError(
-                f"MemoryInput.rendered has shape {tuple(r.shape)}, expected (B, {cfg.frames}, 5, {cfg.image_height}, "
-                f"{cfg.image_width})"
-            )
-        cov = (r[:, :, 4:5] > 0.5).float()
-        x = self.denoiser.normalize_frames(r[:, :, :3], r[:, :, 3]) * cov
-        with torch.no_grad():
-            z = self.encode_frames(x)
-        d = cfg.downsample
-        cov_lat = torch.nn.functional.avg_pool2d(cov.flatten(0, 1), d).reshape(B, H, 1, *z.shape[-2:])
-        # cells the render does not cover at all carry no latent (the encoder maps zeros to a
-        # non-zero latent): an empty map then gives exactly the dropped memory's zero input
-        z = z * (cov_lat > 0).to(z.dtype)
-        from dataclasses import replace
-
-        return replace(memory, rendered_latent=torch.cat([z, cov_lat], dim=2))
+        """``memory`` in the model's diffusion space, as its reader needs it (e.g. the
+        ``voxel-render`` reader encodes its render with the autoencoder); None stays None."""
+        return None if memory is None else self.reader.encode_memory(memory, self)
 
     @property
     def device(self) -> torch.device:
@@ -256,87 +212,6 @@ class WorldModel(nn.Module):
         return self.training_loss(batch, **kw)
 
     # -- generation ----------------------------------------------------------------------------
-    def _rgb(self, rgb) -> torch.Tensor:
-        cfg = self.config
-        x = torch.as_tensor(rgb)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4:
-            raise ValueError(f"current_rgb must be (B, h, w, 3) uint8 or (B, 3, h, w) float; got shape {tuple(x.shape)}")
-        if x.dtype == torch.uint8:
-            if x.shape[-1] != 3:
-                raise ValueError(f"current_rgb: uint8 images must be channel-last (B, h, w, 3); got {tuple(x.shape)}")
-            x = x.permute(0, 3, 1, 2).float() / 255.0
-        elif x.is_floating_point():
-            if x.shape[1] != 3:
-                raise ValueError(f"current_rgb: float images must be channel-first (B, 3, h, w); got {tuple(x.shape)}")
-            x = x.float()
-        else:
-            raise ValueError(f"current_rgb must be uint8 or float, got {x.dtype}")
-        if tuple(x.shape[-2:]) != (cfg.image_height, cfg.image_width):
-            raise ValueError(
-                f"current_rgb has resolution {x.shape[-2]}x{x.shape[-1]} (h x w), but the model expects "
-                f"{cfg.image_height}x{cfg.image_width}"
-            )
-        return x
-
-    def _depth(self, depth, B: int) -> torch.Tensor:
-        cfg = self.config
-        d = torch.as_tensor(depth)
-        if d.ndim == 2:
-            d = d[None]
-        if d.ndim != 3 or tuple(d.shape) != (B, cfg.image_height, cfg.image_width):
-            raise ValueError(
-                f"current_depth has shape {tuple(d.shape)}, expected ({B}, {cfg.image_height}, {cfg.image_width}) "
-                "metric z-depth"
-            )
-        return d.float()
-
-    def _K(self, K, B: int) -> torch.Tensor:
-        cfg = self.config
-        K = torch.from_numpy(intrinsics_matrix(K, cfg.image_height, cfg.image_width)).float()
-        if K.shape == (3, 3):
-            K = K.expand(B, 3, 3)
-        if tuple(K.shape) != (B, 3, 3):
-            raise ValueError(f"K has shape {tuple(K.shape)}, expected (3, 3) or ({B}, 3, 3)")
-        return K
-
-    def _future_poses(self, current_pose, actions, poses, B: int, action_config: ActionConfig) -> torch.Tensor:
-        H = self.config.frames
-        T0 = torch.as_tensor(np.asarray(current_pose.cpu() if isinstance(current_pose, torch.Tensor) else current_pose))
-        given = tuple(T0.shape)
-        if T0.ndim == 2 and given == (4, 4):
-            T0 = T0[None].expand(B, 4, 4)
-        if tuple(T0.shape) != (B, 4, 4):
-            raise ValueError(f"current_pose has shape {given}, expected (4, 4) or ({B}, 4, 4)")
-        T0 = check_pose(T0.double().numpy(), "current_pose")
-        if (actions is None) == (poses is None):
-            raise ValueError("generate: give exactly one of actions=... or poses=...")
-        if actions is not None:
-            a = np.asarray(actions.cpu() if isinstance(actions, torch.Tensor) else actions)
-            given = a.shape
-            if a.ndim == 1:
-                a = np.broadcast_to(a, (B, a.shape[0]))
-            if a.ndim != 2 or a.shape != (B, H):
-                raise ValueError(
-                    f"actions has shape {given}, expected ({H},) or ({B}, {H}): one action per future frame "
-                    "(actions[t] moves frame t to frame t + 1)"
-                )
-            a = Action.check(a)
-            fut = np.stack([poses_from_actions(T0[b], a[b], action_config)[1:] for b in range(B)])
-        else:
-            p = np.asarray(poses.cpu() if isinstance(poses, torch.Tensor) else poses, dtype=np.float64)
-            given = p.shape
-            if p.ndim == 3:
-                p = np.broadcast_to(p, (B,) + p.shape)
-            if p.shape != (B, H, 4, 4):
-                raise ValueError(
-                    f"poses has shape {given}, expected ({H}, 4, 4) or ({B}, {H}, 4, 4): camera-to-world poses "
-                    "of the future frames"
-                )
-            fut = check_pose(p, "poses")
-        return torch.from_numpy(np.concatenate([T0[:, None], fut], axis=1))
-
     @torch.no_grad()
     def generate(
         self,
@@ -347,12 +222,10 @@ class WorldModel(nn.Module):
         actions=None,
         poses=None,
         memory: MemoryInput | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
+        sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         action_config: ActionConfig = ActionConfig(),
         rgb_uint8: bool = True,
-        anchor: str | None = None,
     ) -> Generation:
         """Generate the next ``H`` RGB-D frames (§3, one iteration of Algorithm 1).
 
@@ -361,254 +234,97 @@ class WorldModel(nn.Module):
         ``K`` :class:`~pewm.geometry.Intrinsics`, ``(3, 3)`` or ``(B, 3, 3)``; exactly one of
         ``actions`` ``(H,)``/``(B, H)`` action ids (``actions[t]`` leads from frame ``t`` to
         ``t + 1``) or ``poses`` ``(H, 4, 4)``/``(B, H, 4, 4)`` future camera-to-world poses; the
-        unbatched forms are accepted for ``B = 1`` (or broadcast over the batch). ``steps``
-        DDIM steps (default ``config.diffusion.sampling_steps``); ``guidance_scale`` memory CFG.
-
-        ``anchor`` (default ``config.diffusion.anchor``; ``voxel-render`` only) keeps what the map
-        already holds: ``"latent"`` fixes the latent cells the render covers completely during
-        sampling (the model fills in the rest around them), ``"pixel"`` replaces the covered pixels
-        of the decoded frames by the render, ``"both"`` does both, ``"none"`` only conditions on
-        the render.
+        unbatched forms are accepted for ``B = 1`` (or broadcast over the batch). ``sampling``:
+        DDIM steps, memory guidance and anchoring (None fields: the model's defaults);
+        ``generator`` draws the noise (default: ``sampling.seed``, else torch's global one).
         """
-        rgb = self._rgb(current_rgb)
+        hw = (self.config.image_height, self.config.image_width)
+        rgb = check_rgb(current_rgb, hw)
         B = rgb.shape[0]
-        depth = self._depth(current_depth, B)
-        Kt = self._K(K, B)
-        all_poses = self._future_poses(current_pose, actions, poses, B, action_config)  # (B, 1+H, 4, 4) f64
+        depth = check_depth(current_depth, B, hw)
+        Kt = torch.from_numpy(check_K(K, B, hw)).float()
+        all_poses = clip_poses(current_pose, actions, poses, B, self.config.frames, action_config)
+        sampling = sampling or SamplingConfig()
+        if generator is None:
+            generator = sampling.generator()
+        return self.sample_frames(rgb, depth, all_poses, Kt, memory, sampling, generator, rgb_uint8)
+
+    @torch.no_grad()
+    def sample_frames(
+        self,
+        rgb: torch.Tensor,
+        depth: torch.Tensor,
+        poses: torch.Tensor,
+        K: torch.Tensor,
+        memory: MemoryInput | None = None,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        rgb_uint8: bool = True,
+    ) -> Generation:
+        """:meth:`generate` on checked tensors: ``rgb`` ``(B, 3, h, w)`` float in ``[0, 1]``,
+        ``depth`` ``(B, h, w)``, ``poses`` ``(B, 1 + H, 4, 4)`` float64 (current, then future),
+        ``K`` ``(B, 3, 3)`` float32 at the model's resolution.
+
+        Anchoring (``sampling.anchor``, readers with ``can_anchor``; beyond the paper) keeps what the
+        memory already holds: ``"latent"`` fixes the latent cells the render covers completely
+        during sampling (the model fills in the rest around them, :class:`KnownRegion`), ``"pixel"``
+        replaces the covered pixels of the decoded frames by the render, ``"both"`` does both,
+        ``"none"`` only conditions on the memory."""
+        s = (sampling or SamplingConfig()).resolve(self.config.diffusion)
         dev = self.device
         frame = self.encode_frames(self.denoiser.normalize_frames(rgb.to(dev), depth.to(dev)))
-        anchor = self._anchor(anchor, memory)
+        anchor = self.reader.resolve_anchor(s.anchor, (sampling or SamplingConfig()).anchor is not None, memory,
+                                            self.autoencoder is not None)
         mem = self.encode_memory(memory.to(device=dev)) if memory is not None else None
-        cond = self.denoiser.condition(frame, relative_poses(all_poses.to(dev)), Kt.to(dev), mem)
-        known = known_mask = None
+        cond = self.denoiser.condition(frame, relative_poses(poses.to(dev)), K.to(dev), mem)
+        hooks = []
         if anchor in ("latent", "both"):
-            known, known_mask = self._latent_anchor(mem)
-        x = self.diffusion.sample(self.denoiser, cond, steps=steps, guidance_scale=guidance_scale, generator=generator,
-                                  known=known, known_mask=known_mask)
+            known, mask = self.reader.latent_anchor(mem)
+            if known is not None:
+                hooks.append(KnownRegion(known, mask, generator))
+        x = self._sample(cond, s, generator, hooks)
         x = self.decode_frames(x.float()).clamp(-1.0, 1.0)
         out_rgb, out_depth = self.denoiser.denormalize_frames(x)
         if anchor in ("pixel", "both"):
-            r = torch.as_tensor(memory.rendered).to(dev, torch.float32)
-            cov = r[:, :, 4:5] > 0.5
-            out_rgb = torch.where(cov, r[:, :, :3].clamp(0.0, 1.0), out_rgb)
-            out_depth = torch.where(cov[:, :, 0], r[:, :, 3], out_depth)
+            known_rgb, known_depth, cov = (t.to(dev) for t in self.reader.pixel_anchor(memory))
+            out_rgb = torch.where(cov, known_rgb, out_rgb)
+            out_depth = torch.where(cov[:, :, 0], known_depth, out_depth)
         out_rgb = out_rgb.permute(0, 1, 3, 4, 2)
         if rgb_uint8:
             out_rgb = (out_rgb * 255.0).round().to(torch.uint8)
-        return Generation(out_rgb.cpu(), out_depth.cpu(), all_poses[:, 1:].clone())
+        return Generation(out_rgb.cpu(), out_depth.cpu(), poses[:, 1:].clone())
 
-    def _anchor(self, anchor: str | None, memory: MemoryInput | None) -> str:
-        """The anchoring mode of one ``generate`` call (checked against the reader and memory)."""
-        from pewm.model.config import ANCHORS
+    def _sample(self, cond: Conditioning, s: SamplingConfig, generator, hooks) -> torch.Tensor:
+        """The pure DDIM loop over this denoiser, with memory guidance (§3.4)."""
+        cfg = self.config
+        B, dev, dtype = cond.current.shape[0], cond.current.device, cond.current.dtype
+        uncond = cond.drop_memory(torch.zeros(B, dtype=torch.bool, device=dev)) if s.guidance_scale != 1.0 else None
+        denoise = guided(lambda x, t: self.denoiser(x, t.expand(B), cond),
+                         lambda x, t: self.denoiser(x, t.expand(B), uncond), float(s.guidance_scale))
+        shape = (B, cfg.frames, cfg.out_channels, cfg.frame_height, cfg.frame_width)
+        return ddim_sample(denoise, cfg.diffusion, shape, s.steps, dev, dtype, generator, hooks)
 
-        explicit = anchor is not None
-        anchor = self.config.diffusion.anchor if anchor is None else anchor
-        if anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {ANCHORS}, got {anchor!r}")
-        if anchor == "none":
-            return anchor
-        if self.config.reader != "voxel-render":
-            if explicit:
-                raise ValueError(f"anchor={anchor!r} needs a voxel-render model (this one reads {self.config.reader!r})")
-            return "none"
-        if anchor in ("latent", "both") and self.autoencoder is None:
-            anchor = "pixel"  # in pixel space the two are the same idea; pixels are exact
-        has_render = memory is not None and memory.rendered is not None
-        has_latent = memory is not None and (has_render or memory.rendered_latent is not None)
-        if anchor == "both" and not has_render:
-            anchor = "latent"
-        if (anchor == "pixel" and not has_render) or (anchor == "latent" and not has_latent):
-            return "none"  # nothing to anchor to (no memory given)
-        return anchor
-
-    ANCHOR_ERODE = True  # latent anchoring keeps only cells whose 3x3 neighbourhood is covered
-
-    def _latent_anchor(self, mem: MemoryInput | None) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
-        """Known latents and mask of the cells the render covers completely (and, with
-        ``ANCHOR_ERODE``, whose neighbours it covers completely too)."""
-        if mem is None or mem.rendered_latent is None:
-            return None, None
-        z, cov = mem.rendered_latent[:, :, :-1], mem.rendered_latent[:, :, -1:]
-        full = (cov >= 1.0 - 1e-6).to(z.dtype)
-        # the encoder sees a few pixels past each cell, so a covered cell next to an uncovered one
-        # holds part of the zero fill: keep only cells whose 3x3 neighbourhood is covered too
-        mask = full
-        if self.ANCHOR_ERODE:
-            inner = -torch.nn.functional.max_pool2d(-full.flatten(0, 1), 3, stride=1, padding=1)
-            mask = inner.reshape(full.shape) * full
-        if not bool(mask.any()):
-            return None, None
-        return z, mask
-
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (pewm.model.checkpoint) ---------------------------------------------------
     def save_pretrained(self, directory, dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each file is written
-        to a temporary file in the same directory and renamed, so a crash never leaves a torn file).
-        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that type to halve the file
-        (the shipped model); :meth:`from_pretrained` loads them back into the model's fp32."""
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
-        fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".safetensors.tmp", dir=d)
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-            os.replace(tmp, d / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        files = [(CONFIG_NAME, meta)] + ([(MEMORY_BUILD_NAME, self.memory_build)] if self.memory_build else [])
-        for name, content in files:
-            _write_json(d / name, content)
-        return d
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically); ``dtype``
+        (e.g. ``torch.float16``) stores floating tensors in that type (the shipped model)."""
+        return checkpoint.save_pretrained(self, directory, dtype)
 
     def save_reader(self, directory, dtype: torch.dtype | None = None) -> Path:
         """Write only this model's memory reader to ``directory/readers/<reader>.safetensors``, so a
-        model directory can carry several readers over one shared (stage-1, frozen) backbone;
-        ``from_pretrained(directory, reader=...)`` picks them up. Atomic like :meth:`save_pretrained`."""
-        from safetensors.torch import save_file
-
-        d = Path(directory) / READERS_DIR
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if k.startswith(READER_PREFIX)}
-        if dtype is not None:
-            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        fd, tmp = tempfile.mkstemp(prefix=".reader-", suffix=".safetensors.tmp", dir=d)
-        os.close(fd)
-        try:
-            reader_cfg = {k: getattr(self.config, k) for k in READER_CONFIG_FIELDS}
-            save_file(state, tmp, metadata={"format": FORMAT, "reader": self.config.reader,
-                                            "reader_config": json.dumps(reader_cfg)})
-            os.replace(tmp, d / f"{self.config.reader}.safetensors")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        build = d / f"{self.config.reader}.{MEMORY_BUILD_NAME}"
-        if self.memory_build:  # how this reader's memories were built (e.g. its feature extractor)
-            _write_json(build, self.memory_build)
-        elif build.exists():
-            build.unlink()  # not another reader's leftover settings
-        return d / f"{self.config.reader}.safetensors"
+        model directory can carry several readers over one shared (stage-1, frozen) backbone."""
+        return checkpoint.save_reader(self, directory, dtype)
 
     @staticmethod
     def load_config(directory) -> ModelConfig:
         """The :class:`ModelConfig` saved in ``directory`` (errors name the file)."""
-        d = Path(directory)
-        if not d.is_dir():
-            raise FileNotFoundError(f"no checkpoint directory at {d}")
-        path = d / CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: not a pewm WorldModel checkpoint")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} config (format={meta.get('format') if isinstance(meta, dict) else None!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: format_version {meta.get('format_version')!r} is not supported (this pewm reads {FORMAT_VERSION})"
-            )
-        try:
-            return ModelConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: incompatible model config: {e}") from e
+        return checkpoint.load_config(directory)
 
     @classmethod
     def from_pretrained(cls, directory, reader: str | None = None, map_location="cpu") -> "WorldModel":
-        """Load a checkpoint written by :meth:`save_pretrained`.
-
-        ``reader`` switches the memory reader: the backbone is loaded (strictly) and the new
-        reader comes from ``readers/<reader>.safetensors`` when the directory has it (written by
-        :meth:`save_reader`: stage-2 weights of another reader trained on the same frozen
-        backbone, with its own reader options from the file's metadata), else starts from its
-        identity initialisation with default reader options, i.e. from exactly the stage-1 model
-        (§3.4, stage 2). Otherwise every tensor must match.
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(directory)
-        cfg = cls.load_config(d)
-        switch = reader is not None and reader != cfg.reader
-        adapter = d / READERS_DIR / f"{reader if switch else cfg.reader}.safetensors"
-        if switch:  # the reader's own architecture options (older files, or no file: the defaults)
-            cfg = cfg.replace(reader=reader, **_reader_config(adapter if adapter.is_file() else None))
-        path = d / WEIGHTS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing (config.json is there)")
-        try:
-            state = load_file(str(path), device=str(map_location))
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path}: cannot read the weights: {e}") from e
-        model = cls(cfg)
-        own = model.state_dict()
-        reader_build = None
-        if switch and adapter.is_file():  # trained memory blocks of another reader over the same backbone
-            try:
-                extra = load_file(str(adapter), device=str(map_location))
-            except (SafetensorError, OSError) as e:
-                raise ValueError(f"{adapter}: cannot read the reader weights: {e}") from e
-            want = {k for k in own if k.startswith(READER_PREFIX)}
-            if set(extra) != want or any(tuple(extra[k].shape) != tuple(own[k].shape) for k in want):
-                raise ValueError(f"{adapter}: does not hold the {cfg.reader!r} reader of this model's architecture")
-            state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)} | extra
-            switch = False
-            reader_build = d / READERS_DIR / f"{cfg.reader}.{MEMORY_BUILD_NAME}"
-        if switch:
-            state = {k: v for k, v in state.items() if not k.startswith(READER_PREFIX)}
-            own = {k: v for k, v in own.items() if not k.startswith(READER_PREFIX)}
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-        if missing or unexpected or shapes:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
-            if unexpected:
-                parts.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:3]}")
-            if shapes:
-                k = shapes[0]
-                parts.append(
-                    f"{len(shapes)} shape mismatch(es), e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                )
-            raise ValueError(f"{path} does not match its config.json: " + "; ".join(parts))
-        model.load_state_dict(state, strict=not switch)
-        mb = d / MEMORY_BUILD_NAME
-        if reader_build is not None and reader_build.is_file():
-            mb = reader_build  # the extra reader's own memory settings
-        elif reader is not None and reader != cls.load_config(d).reader and reader_build is None:
-            mb = None  # another reader without trained weights: default memory settings
-        # (reader weights saved without their own memory.json: the main one, as they were trained)
-        if mb is not None and mb.is_file():
-            try:
-                model.memory_build = json.loads(mb.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{mb} is not valid JSON: {e}") from e
-        return model.to(map_location)
+        """Load a model directory (see :func:`pewm.model.checkpoint.load_pretrained`); ``reader``
+        switches to another reader (its weights from ``readers/`` when present)."""
+        return checkpoint.load_pretrained(cls, directory, reader=reader, map_location=map_location)
 
 
-def _reader_config(adapter: Path | None) -> dict:
-    """The :data:`READER_CONFIG_FIELDS` saved in a reader file's metadata; fields it does not name
-    take ``ModelConfig``'s defaults (files written before those fields existed), and so do all of
-    them without a file (a new reader does not inherit another reader's options)."""
-    from safetensors import SafetensorError, safe_open
-
-    defaults = ModelConfig()
-    if adapter is None:
-        return {k: getattr(defaults, k) for k in READER_CONFIG_FIELDS}
-    try:
-        with safe_open(str(adapter), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{adapter}: cannot read the reader weights: {e}") from e
-    try:
-        saved = json.loads(meta.get("reader_config", "{}"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{adapter}: metadata 'reader_config' is not valid JSON: {e}") from e
-    return {k: saved.get(k, getattr(defaults, k)) for k in READER_CONFIG_FIELDS}
+__all__ = ["ClipBatch", "Generation", "WorldModel", "relative_poses"]

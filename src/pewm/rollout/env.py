@@ -20,9 +20,9 @@ import torch
 from gymnasium import spaces
 
 from pewm.geometry import Action, ActionConfig, intrinsics_from_fov
-from pewm.model.memory_input import MemoryBuilder
-from pewm.model.world_model import WorldModel
-from pewm.rollout.loop import check_actions, check_K, check_start, generate_chunk
+from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
+from pewm.model.inputs import check_actions, check_K, check_start
+from pewm.rollout.loop import generate_chunk, model_hw
 from pewm.rollout.memory_state import RolloutMemory
 
 _MEMORY_KEYS = ("rgb", "depth", "poses", "K")
@@ -34,9 +34,11 @@ class WorldModelEnv(gym.Env):
     Observations are dicts ``{"rgb": (N, h, w, 3) uint8, "depth": (N, h, w) float32,
     "pose": (N, 4, 4) float64}``; actions ``(N,)`` ids (0 forward, 1 left, 2 right); rewards are 0
     and episodes never end (a task wrapper adds both). ``K``: the camera at the model's
-    resolution (default: 90 degree vertical field of view); ``steps``/``guidance_scale``/``anchor``:
-    sampling settings of :meth:`WorldModel.generate`; ``seed`` seeds the sampling noise (``reset(seed=...)``
-    reseeds it); ``builder`` builds the memories (default ``MemoryBuilder.for_model(model)``).
+    resolution (default: 90 degree vertical field of view); ``sampling``: the
+    :class:`~pewm.model.SamplingConfig` of every generation (DDIM steps, guidance, anchoring, render
+    supersampling); ``seed`` seeds the sampling noise (default ``sampling.seed``, else 0;
+    ``reset(seed=...)`` reseeds it); ``builder`` builds the memories (default
+    ``MemoryBuilder.for_model(model)``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -46,13 +48,11 @@ class WorldModelEnv(gym.Env):
         model: WorldModel,
         num_envs: int = 1,
         K=None,
-        steps: int | None = None,
-        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+        seed: int | None = None,
         builder: MemoryBuilder | None = None,
-        guidance_scale: float | None = None,
         action_config: ActionConfig = ActionConfig(),
         render_mode: str | None = "rgb_array",
-        anchor: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, WorldModel):
@@ -66,15 +66,15 @@ class WorldModelEnv(gym.Env):
         self.num_envs = N = int(num_envs)
         self.horizon = cfg.frames
         h, w = cfg.image_height, cfg.image_width
-        self.K = check_K(model, intrinsics_from_fov(w, h, 90.0) if K is None else K, N)
+        self.K = check_K(intrinsics_from_fov(w, h, 90.0) if K is None else K, N, (h, w))
+        self.sampling = sampling or SamplingConfig()
+        if seed is None:
+            seed = 0 if self.sampling.seed is None else self.sampling.seed
         if builder is None:
-            builder = MemoryBuilder.for_model(model)
+            builder = MemoryBuilder.for_model(model, render_supersample=self.sampling.render_supersample)
         elif builder.reader != cfg.reader:
             raise ValueError(f"builder is for reader {builder.reader!r}, the model reads {cfg.reader!r}")
         self.builder = builder
-        self.steps = steps
-        self.guidance_scale = guidance_scale
-        self.anchor = anchor
         self.action_config = action_config
         self.render_mode = render_mode
         self.observation_space = spaces.Dict({
@@ -135,7 +135,7 @@ class WorldModelEnv(gym.Env):
         if unknown:
             raise ValueError(f"WorldModelEnv.reset: unknown option(s) {unknown}; valid: rgb, depth, pose, memory")
         N = self.num_envs
-        rgb, depth, pose = check_start(self.model, options["rgb"], options["depth"], options["pose"])
+        rgb, depth, pose = check_start(options["rgb"], options["depth"], options["pose"], model_hw(self.model))
         if rgb.shape[0] == 1 and N > 1:
             rgb, depth, pose = rgb.expand(N, *rgb.shape[1:]), depth.expand(N, *depth.shape[1:]), np.repeat(pose, N, 0)
         if rgb.shape[0] != N:
@@ -191,8 +191,8 @@ class WorldModelEnv(gym.Env):
         acts = check_actions(a, N, max_len=H)
         t0 = time.perf_counter()
         ch = generate_chunk(self.model, self._rgb, self._depth, self._pose, self.K, acts, self._memories,
-                            fuse=True, steps=self.steps, guidance_scale=self.guidance_scale,
-                            generator=self._generator, action_config=self.action_config, anchor=self.anchor)
+                            fuse=True, sampling=self.sampling, generator=self._generator,
+                            action_config=self.action_config)
         seconds = time.perf_counter() - t0
         self._rgb, self._depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
         self._pose = ch.poses[:, -1].numpy().copy()

@@ -23,72 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pewm.geometry import Action, ActionConfig, check_pose, intrinsics_matrix, poses_from_actions
-from pewm.model.memory_input import MemoryBuilder, stack_memory
-from pewm.model.world_model import WorldModel
+from pewm.geometry import ActionConfig, poses_from_actions
+from pewm.model import MemoryBuilder, SamplingConfig, WorldModel, stack_memory
+from pewm.model.inputs import check_actions, check_K, check_start
 from pewm.rollout.memory_state import RolloutMemory
-
-
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-# -- input checks (each error names its argument) -------------------------------------------------
-
-
-def check_start(model: WorldModel, rgb, depth, pose) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Start frames as ``rgb`` ``(B, h, w, 3)`` uint8, ``depth`` ``(B, h, w)`` float32 (CPU tensors)
-    and ``pose`` ``(B, 4, 4)`` float64; unbatched single frames get a batch axis."""
-    cfg = model.config
-    h, w = cfg.image_height, cfg.image_width
-    r = torch.as_tensor(_np(rgb))
-    if r.ndim == 3:
-        r = r[None]
-    if r.ndim != 4 or r.dtype != torch.uint8 or r.shape[-1] != 3:
-        raise ValueError(f"rgb must be (B, h, w, 3) uint8, got shape {tuple(r.shape)} dtype {r.dtype}")
-    if tuple(r.shape[1:3]) != (h, w):
-        raise ValueError(f"rgb has resolution {r.shape[1]}x{r.shape[2]} (h x w), the model expects {h}x{w}")
-    B = r.shape[0]
-    d = torch.as_tensor(_np(depth), dtype=torch.float32)
-    if d.ndim == 2:
-        d = d[None]
-    if tuple(d.shape) != (B, h, w):
-        raise ValueError(f"depth has shape {tuple(d.shape)}, expected ({B}, {h}, {w}) metric z-depth (B from rgb)")
-    p = _np(pose).astype(np.float64)
-    if p.ndim == 2:
-        p = p[None]
-    if p.shape != (B, 4, 4):
-        raise ValueError(f"pose has shape {p.shape}, expected ({B}, 4, 4) camera-to-world (B from rgb)")
-    return r.contiguous(), d.contiguous(), check_pose(p, "pose")
-
-
-def check_K(model: WorldModel, K, B: int) -> np.ndarray:
-    """Intrinsics at the model's resolution as ``(B, 3, 3)`` float64."""
-    cfg = model.config
-    k = intrinsics_matrix(K, cfg.image_height, cfg.image_width)
-    if k.shape == (3, 3):
-        k = np.broadcast_to(k, (B, 3, 3))
-    if k.shape != (B, 3, 3):
-        raise ValueError(f"K has shape {k.shape}, expected (3, 3) or ({B}, 3, 3)")
-    return np.array(k, dtype=np.float64, copy=True)
-
-
-def check_actions(actions, B: int, max_len: int | None = None, name: str = "actions") -> np.ndarray:
-    """Action ids as ``(B, T)`` int64 (a ``(T,)`` sequence is used for every rollout)."""
-    a = _np(actions)
-    given = a.shape
-    if a.ndim == 1:
-        a = np.broadcast_to(a, (B, a.shape[0]))
-    if a.ndim != 2 or a.shape[0] != B or a.shape[1] < 1:
-        raise ValueError(
-            f"{name} has shape {given}, expected (B={B}, T) with T >= 1 (actions[t] moves frame t to t + 1)"
-        )
-    if max_len is not None and a.shape[1] > max_len:
-        raise ValueError(f"{name} has {a.shape[1]} actions per rollout, at most {max_len} (one chunk of H frames)")
-    try:
-        return np.ascontiguousarray(Action.check(a))
-    except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
 
 
 def check_memories(model: WorldModel, memories, B: int) -> list[RolloutMemory]:
@@ -104,6 +42,10 @@ def check_memories(model: WorldModel, memories, B: int) -> list[RolloutMemory]:
     if len({id(m) for m in memories}) != B:
         raise ValueError("memories: the same RolloutMemory appears twice; use memory.copy() for each rollout")
     return list(memories)
+
+
+def model_hw(model: WorldModel) -> tuple[int, int]:
+    return model.config.image_height, model.config.image_width
 
 
 # -- one chunk --------------------------------------------------------------------------------------
@@ -148,18 +90,16 @@ def generate_chunk(
     *,
     fuse: bool = True,
     novel_only: bool = True,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
+    sampling: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
     action_config: ActionConfig = ActionConfig(),
-    anchor: str | None = None,
 ) -> ChunkOutput:
     """One iteration of Algorithm 1 for ``B`` rollouts (inputs already checked, see :func:`rollout`).
 
     ``actions`` ``(B, k)`` with ``1 <= k <= H``: the chunk's future poses come from the current
     ``pose`` by ``poses_from_actions`` (padded to ``H`` by repeating the last one); each memory is
-    read for those targets, the model generates ``H`` frames, the first ``k`` are kept and (when
-    ``fuse``) fused into their rollout's memory.
+    read for those targets, the model generates ``H`` frames (as ``sampling`` says), the first
+    ``k`` are kept and (when ``fuse``) fused into their rollout's memory.
     """
     H = model.config.frames
     B, k = actions.shape
@@ -168,11 +108,12 @@ def generate_chunk(
     fut = chunk_poses(pose, actions, H, action_config)
     t0 = time.perf_counter()
     mem = None
-    if model.config.reader != "none":
+    if model.reader.reads_memory:
         mem = stack_memory([m.read(pose[b], fut[b], K=K[b]) for b, m in enumerate(memories)])
     t1 = time.perf_counter()
-    gen = model.generate(rgb, depth, pose, torch.from_numpy(K).float(), poses=fut, memory=mem, steps=steps,
-                         guidance_scale=guidance_scale, generator=generator, anchor=anchor)
+    all_poses = torch.from_numpy(np.concatenate([pose[:, None], fut], axis=1))
+    gen = model.sample_frames(rgb.permute(0, 3, 1, 2).float() / 255.0, depth.float(), all_poses,
+                              torch.from_numpy(K).float(), memory=mem, sampling=sampling, generator=generator)
     t2 = time.perf_counter()
     out_rgb, out_depth, out_poses = gen.rgb[:, :k], gen.depth[:, :k], gen.poses[:, :k]
     if fuse:
@@ -233,12 +174,10 @@ def rollout(
     fuse_start: bool = True,
     fuse_generated: bool = True,
     fuse_novel_only: bool = True,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
+    sampling: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
     action_config: ActionConfig = ActionConfig(),
     progress: bool = False,
-    anchor: str | None = None,
 ) -> RolloutResult:
     """Roll the world model out for ``T`` actions with a persistent memory (Algorithm 1, §3.3).
 
@@ -253,21 +192,24 @@ def rollout(
     ablation where the map is never updated by generated frames; ``fuse_novel_only`` (default)
     fuses a generated frame only where the map's render does not cover it yet ("imagined once,
     then remembered": an imagined view never overwrites what the map holds; see
-    :meth:`RolloutMemory.add`; ``False`` fuses everything, as Algorithm 1 does literally). ``steps`` (DDIM),
-    ``guidance_scale``, ``anchor`` (map-anchored sampling) and ``generator`` go to
-    :meth:`WorldModel.generate`; ``progress`` shows a
-    rich progress bar over the chunks.
+    :meth:`RolloutMemory.add`; ``False`` fuses everything, as Algorithm 1 does literally).
+    ``sampling`` (:class:`~pewm.model.SamplingConfig`: DDIM steps, guidance, anchoring, render
+    supersampling of new memories, seed) and ``generator`` (default: ``sampling.seed``) go to
+    every chunk's generation; ``progress`` shows a rich progress bar over the chunks.
     """
     if not isinstance(model, WorldModel):
         raise ValueError(f"model must be a WorldModel, got {type(model).__name__}")
-    cur_rgb, cur_depth, cur_pose = check_start(model, rgb, depth, pose)
+    cur_rgb, cur_depth, cur_pose = check_start(rgb, depth, pose, model_hw(model))
     B = cur_rgb.shape[0]
-    Ks = check_K(model, K, B)
+    Ks = check_K(K, B, model_hw(model))
     acts = check_actions(actions, B)
     T, H = acts.shape[1], model.config.frames
+    sampling = sampling or SamplingConfig()
+    if generator is None:
+        generator = sampling.generator()
     if memories is None:
         if builder is None:
-            builder = MemoryBuilder.for_model(model)
+            builder = MemoryBuilder.for_model(model, render_supersample=sampling.render_supersample)
         elif builder.reader != model.config.reader:
             raise ValueError(f"builder is for reader {builder.reader!r}, the model reads {model.config.reader!r}")
         memories = [RolloutMemory(builder) for _ in range(B)]
@@ -292,9 +234,8 @@ def rollout(
             lo, hi = c * H, min((c + 1) * H, T)
             t0 = time.perf_counter()
             ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks, acts[:, lo:hi], memories,
-                                fuse=fuse_generated, novel_only=fuse_novel_only, steps=steps,
-                                guidance_scale=guidance_scale, generator=generator,
-                                action_config=action_config, anchor=anchor)
+                                fuse=fuse_generated, novel_only=fuse_novel_only, sampling=sampling,
+                                generator=generator, action_config=action_config)
             result.chunk_seconds.append(time.perf_counter() - t0)
             result.generate_seconds.append(ch.generate_seconds)
             result.memory_seconds.append(ch.read_seconds + ch.fuse_seconds)
@@ -313,10 +254,7 @@ def rollout(
 __all__ = [
     "ChunkOutput",
     "RolloutResult",
-    "check_K",
-    "check_actions",
     "check_memories",
-    "check_start",
     "chunk_poses",
     "generate_chunk",
     "rollout",

@@ -2,18 +2,14 @@
 
 Algorithm 1 keeps one 3D map per imagined trajectory: after every generated chunk, "unproject the
 generated RGB-D at its poses and fuse into the map" (§3.2-3.3), and the next chunk reads the
-updated map. :class:`RolloutMemory` is that state for whichever reader the model uses:
-
-=================  ==================================================================================
-``voxel-xattn``    a :class:`~pewm.memory.PersistentMap` (feature voxels -> memory tokens)
-``voxel-render``   a :class:`~pewm.memory.PersistentMap` with its surface map (rendered into targets)
-``frames``         a :class:`~pewm.memory.FrameMemory` (the image-memory baseline)
-``none``           nothing (reads give an empty :class:`~pewm.model.MemoryInput`)
-=================  ==================================================================================
+updated map. :class:`RolloutMemory` is that state for whichever reader the model uses; *what* it
+keeps (a feature-voxel map, a map with its surface map for rendering, stored frames, or nothing)
+and how it is read is the reader's own (:meth:`~pewm.model.readers.MemoryReader.new_store`,
+``fuse``, ``read_store``), reached through the :class:`~pewm.model.MemoryBuilder`.
 
 Reading goes through the same functions as :meth:`MemoryBuilder.from_history
-<pewm.model.memory_input.MemoryBuilder.from_history>` (``from_map`` / ``frames_input``), so a
-memory built frame by frame gives what ``from_history`` gives for the same frames (tested).
+<pewm.model.memory_build.MemoryBuilder.from_history>`, so a memory built frame by frame gives what
+``from_history`` gives for the same frames (tested).
 """
 
 from __future__ import annotations
@@ -24,17 +20,10 @@ import numpy as np
 import torch
 
 from pewm.geometry import Intrinsics, intrinsics_matrix
-from pewm.memory import FrameMemory, FrameMemoryConfig, PersistentMap
-from pewm.model.memory_input import (
-    MemoryBuilder,
-    frames_input,
-    resize_depth,
-    resize_rgb,
-    scale_intrinsics,
-)
-from pewm.model.memory_readers import MemoryInput
-
-VOXEL_READERS = ("voxel-xattn", "voxel-render")
+from pewm.memory import PersistentMap
+from pewm.model.frame_ops import scale_intrinsics
+from pewm.model.memory_build import MemoryBuilder
+from pewm.model.readers import MemoryInput
 
 
 def close_holes(mask: torch.Tensor, px: int) -> torch.Tensor:
@@ -89,13 +78,9 @@ class RolloutMemory:
 
     ``add(rgb, depth, poses, K)`` fuses frames of any resolution (with their intrinsics);
     ``read(current_pose, target_poses)`` gives the batch-1 :class:`MemoryInput` at the model's
-    resolution; ``len()`` counts feature voxels (voxel readers), stored frames (``frames``) or 0
-    (``none``); ``frames_added`` counts every frame fused, whatever the reader. ``copy()`` seeds
-    several rollouts from one start memory (the map is copied; builder and extractor are shared).
-
-    ``frames`` reader: the :class:`FrameMemory` stores every frame at the resolution of the first
-    frames added (later frames of another size are resized, their intrinsics scaled), because
-    retrieval stacks stored frames and scores overlap in that image size.
+    resolution; ``len()`` counts what the store holds (feature voxels of a map, stored frames, or
+    0); ``frames_added`` counts every frame fused, whatever the reader. ``copy()`` seeds several
+    rollouts from one start memory (the store is copied; builder and extractor are shared).
     """
 
     def __init__(self, builder: MemoryBuilder):
@@ -103,13 +88,7 @@ class RolloutMemory:
             raise TypeError(f"RolloutMemory needs a MemoryBuilder, got {type(builder).__name__}")
         self.builder = builder
         self.reader = builder.reader
-        self._pmap: PersistentMap | None = builder.new_map() if self.reader in VOXEL_READERS else None
-        self._frames: FrameMemory | None = None
-        if self.reader == "frames":
-            c = builder.cfg
-            self._frames = FrameMemory(FrameMemoryConfig(max_depth=c.max_depth, depth_test=c.frames_depth_test),
-                                       device=builder.device)
-        self._frame_hw: tuple[int, int] | None = None  # storage size of the frames reader
+        self.store = builder.new_store()
         self._K_model: torch.Tensor | None = None  # intrinsics of the last added frames at the model's size
         self.frames_added = 0
 
@@ -125,7 +104,7 @@ class RolloutMemory:
     def copy(self) -> "RolloutMemory":
         """A deep copy of the stored map/frames; the builder and feature extractor are shared."""
         memo: dict[int, object] = {id(self.builder): self.builder}
-        ext = getattr(self._pmap, "extractor", None)
+        ext = getattr(self.store, "extractor", None)
         if ext is not None:
             memo[id(ext)] = ext
         return _copy.deepcopy(self, memo)
@@ -133,20 +112,11 @@ class RolloutMemory:
     # -- state -----------------------------------------------------------------------------------
     @property
     def pmap(self) -> PersistentMap | None:
-        """The persistent 3D map (voxel readers), else None."""
-        return self._pmap
-
-    @property
-    def frames(self) -> FrameMemory | None:
-        """The stored frames (``frames`` reader), else None."""
-        return self._frames
+        """The persistent 3D map (readers that keep one), else None."""
+        return self.store if isinstance(self.store, PersistentMap) else None
 
     def __len__(self) -> int:
-        if self._pmap is not None:
-            return len(self._pmap)
-        if self._frames is not None:
-            return len(self._frames)
-        return 0
+        return 0 if self.store is None else len(self.store)
 
     def __repr__(self) -> str:
         return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
@@ -165,16 +135,18 @@ class RolloutMemory:
         ``novel_only`` ("imagined once, then remembered"; used for generated frames): frames are
         fused one by one, each only where the map's surface render at its pose has no coverage (gaps
         of up to ``2 * NOVEL_HOLE_PX`` pixels inside the coverage count as covered), so an imagined
-        view never overwrites or occludes what the map already holds (observed or imagined earlier). Needs the surface map (``voxel-render``); otherwise everything is fused.
+        view never overwrites or occludes what the map already holds (observed or imagined earlier).
+        Needs a map with a surface map; otherwise everything is fused.
         """
-        if novel_only and self._pmap is not None and self._pmap.surface is not None:
+        pmap = self.pmap
+        if novel_only and pmap is not None and pmap.surface is not None:
             rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
             h, w = rgb_a.shape[1:3]
             Kt = torch.from_numpy(K64.astype(np.float32))
             for i in range(rgb_a.shape[0]):
                 d = depth_a[i:i + 1].clone()
-                if len(self._pmap.surface):
-                    covered = self._pmap.render(Kt, poses_a[i:i + 1].float(), h, w).mask.cpu()
+                if len(pmap.surface):
+                    covered = pmap.render(Kt, poses_a[i:i + 1].float(), h, w).mask.cpu()
                     covered = close_holes(covered.reshape(d.shape), self.NOVEL_HOLE_PX)
                     d[covered] = 0.0  # invalid depth is not fused
                 self.add(rgb_a[i:i + 1], d, poses_a[i:i + 1], K64)
@@ -186,20 +158,8 @@ class RolloutMemory:
         mc = self.builder.model_cfg
         # the same float64 -> float32 steps as MemoryBuilder.from_history, so the results match exactly
         self._K_model = scale_intrinsics(K64, (h, w), (mc.image_height, mc.image_width))
-        Km = K64.astype(np.float32)
         self.frames_added += N
-        if self._pmap is not None:
-            self._pmap.integrate(rgb, depth_t, Km, poses_t)
-        elif self._frames is not None:
-            if self._frame_hw is None:
-                self._frame_hw = (h, w)
-            fh, fw = self._frame_hw
-            if (h, w) != (fh, fw):
-                x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
-                rgb = (resize_rgb(x, fh, fw).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-                depth_t = resize_depth(depth_t, fh, fw)
-                Km = scale_intrinsics(Km, (h, w), (fh, fw)).numpy()
-            self._frames.add(rgb, depth_t, Km, poses_t)
+        self.builder.fuse(self.store, rgb, depth_t, K64.astype(np.float32), poses_t)
 
     # -- read ------------------------------------------------------------------------------------
     def read(self, current_pose, target_poses, K=None) -> MemoryInput:
@@ -207,23 +167,19 @@ class RolloutMemory:
         ``(4, 4)``: what :meth:`MemoryBuilder.from_history` would give for the frames added so far.
 
         ``K``: the target views' intrinsics at the model's resolution (:class:`Intrinsics` or
-        ``(3, 3)``; used by ``voxel-render``); default: the last added frames' scaled to it.
+        ``(3, 3)``; used by readers that render into the targets); default: the last added frames'
+        scaled to it.
         """
         mc = self.builder.model_cfg
-        if self.reader == "none":
-            return MemoryInput()
-        if self.reader == "frames":
-            # targets are scored in the stored frames' camera (from_history: the history's K)
-            return frames_input(self._frames, current_pose, target_poses, mc)
         if K is None:
             K_model = self._K_model
-            if K_model is None:  # empty map: any camera of the model's size renders nothing
+            if K_model is None:  # empty memory: any camera of the model's size renders nothing
                 K_model = torch.eye(3)
         else:
             K_model = torch.tensor(intrinsics_matrix(K, mc.image_height, mc.image_width), dtype=torch.float32)
             if K_model.shape != (3, 3):
                 raise ValueError(f"K has shape {tuple(K_model.shape)}, expected (3, 3)")
-        return self.builder.from_map(self._pmap, current_pose, target_poses, K_model)
+        return self.builder.read(self.store, current_pose, target_poses, K_model)
 
 
-__all__ = ["RolloutMemory", "VOXEL_READERS"]
+__all__ = ["RolloutMemory", "close_holes"]

@@ -162,3 +162,43 @@ class FreeSpaceGrid:
             out.append(pts[m])
             k = m
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# From a floor plan
+# ----------------------------------------------------------------------------------------------
+
+
+def _cell_range(lo: float, hi: float, origin: float, res: float, n: int, overlap: bool) -> slice:
+    """Cells along one axis either overlapping ``[lo, hi]`` or with their centre inside it."""
+    if overlap:
+        a, b = math.floor((lo - origin) / res + 1e-9), math.ceil((hi - origin) / res - 1e-9)
+    else:
+        a, b = math.ceil((lo - origin) / res - 0.5 - 1e-9), math.floor((hi - origin) / res - 0.5 + 1e-9) + 1
+    return slice(max(0, a), min(n, b))
+
+
+def house_free_space(rooms, walls, objects, bounds, agent_radius: float, resolution: float) -> FreeSpaceGrid:
+    """Where the agent's centre may be: room floors minus walls and furniture, dilated by ``agent_radius``
+    (the grid of :meth:`pewm.sim.house.House.free_space`)."""
+    from scipy import ndimage
+
+    if agent_radius < 0 or resolution <= 0:
+        raise ValueError(f"free_space: need agent_radius >= 0 and resolution > 0, got {agent_radius}, {resolution}")
+    margin = 0.5
+    x0, y0 = bounds[0] - margin, bounds[1] - margin
+    cols = int(math.ceil((bounds[2] - bounds[0] + 2 * margin) / resolution))
+    rows = int(math.ceil((bounds[3] - bounds[1] + 2 * margin) / resolution))
+    floor = np.zeros((rows, cols), dtype=bool)
+    for r in rooms:
+        floor[_cell_range(r.y0, r.y1, y0, resolution, rows, False), _cell_range(r.x0, r.x1, x0, resolution, cols, False)] = True
+    blocked = ~floor
+    boxes = [(w.x0, w.y0, w.x1, w.y1) for w in walls if w.z0 < 1.0]
+    for o in objects:
+        if o.blocking:
+            boxes.extend((b[0], b[1], b[3], b[4]) for b in (p.bbox() for p in o.parts) if b[2] < 1.8)
+    for bx0, by0, bx1, by1 in boxes:
+        blocked[_cell_range(by0, by1, y0, resolution, rows, True), _cell_range(bx0, bx1, x0, resolution, cols, True)] = True
+    dist = ndimage.distance_transform_edt(~blocked) * resolution
+    free = dist >= agent_radius + 0.5 * resolution
+    return FreeSpaceGrid(free=free, origin=(float(x0), float(y0)), resolution=float(resolution))

@@ -7,6 +7,7 @@ only produces the episodes that are missing (each episode file is written atomic
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import time
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+
+from pewm.atomic import atomic_write_text
+from pewm.data import DatasetSpec, Episode, create_dataset, open_dataset
+from pewm.geometry import AgentState, intrinsics_from_fov
+from pewm.sim.env import EmbodiedEnv, SimConfig
+from pewm.sim.house import House, generate_house
+from pewm.sim.trajectories import TrajectoryConfig, choose_kind, plan_actions
 
 SPLITS = ("train", "val", "test")
 
@@ -82,9 +90,7 @@ def plan_dataset(cfg: GenerateConfig) -> list[EpisodePlan]:
     return plans
 
 
-def sim_config_for(cfg: GenerateConfig):
-    from pewm.sim.env import SimConfig
-
+def sim_config_for(cfg: GenerateConfig) -> SimConfig:
     return SimConfig(resolution=cfg.resolution, fov_y_deg=cfg.fov_y_deg, camera_height=cfg.camera_height)
 
 
@@ -92,25 +98,17 @@ class EpisodeRecorder:
     """Renders episodes; keeps the environment of the last house so a house is built once."""
 
     def __init__(self, cfg: GenerateConfig):
-        from pewm.sim.env import EmbodiedEnv
-
         self.cfg = cfg
         self.env = EmbodiedEnv(sim_config_for(cfg))
         self._house_seed: int | None = None
 
-    def house(self, seed: int):
-        from pewm.sim.house import generate_house
-
+    def house(self, seed: int) -> House:
         if self._house_seed != seed:
             self._house = generate_house(seed, self.env.config.house)
             self._house_seed = seed
         return self._house
 
-    def record(self, plan: EpisodePlan):
-        from pewm.data import Episode
-        from pewm.geometry import AgentState
-        from pewm.sim.trajectories import TrajectoryConfig, choose_kind, plan_actions
-
+    def record(self, plan: EpisodePlan) -> Episode:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, plan.house_index, plan.episode_index])
         house = self.house(plan.house_seed)
@@ -163,18 +161,13 @@ def _worker_init(cfg: GenerateConfig) -> None:
 
 def _worker_record(args) -> tuple[int, int]:
     out_dir, plan = args
-    from pewm.data import open_dataset
-
     assert _RECORDER is not None
     ep = _RECORDER.record(plan)
     open_dataset(out_dir).write(plan.index, ep)
     return plan.index, ep.num_frames
 
 
-def dataset_spec(cfg: GenerateConfig):
-    from pewm.data import DatasetSpec
-    from pewm.geometry import intrinsics_from_fov
-
+def dataset_spec(cfg: GenerateConfig) -> DatasetSpec:
     sim = sim_config_for(cfg)
     return DatasetSpec(
         name="pewm-sim",
@@ -202,8 +195,6 @@ def generate_dataset(out: str | Path, cfg: GenerateConfig,
     directory was created with (checked through ``dataset.json``), so a resumed run cannot mix
     datasets.
     """
-    from pewm.data import create_dataset, open_dataset
-
     out = Path(out)
     spec = dataset_spec(cfg)
     if (out / "dataset.json").exists():
@@ -258,12 +249,8 @@ def _run(out: Path, cfg: GenerateConfig, todo: list[EpisodePlan]) -> Iterator[tu
 
 
 def _save_houses(out: Path, cfg: GenerateConfig) -> None:
-    """Write each house's JSON description (``houses/house_XXXX.json``) for maps and re-rendering."""
-    import json
-    import os
-
-    from pewm.sim.house import generate_house
-
+    """Write each house's JSON description (``houses/house_XXXX.json``) for maps and re-rendering
+    (atomically, so an interrupted run never leaves a partial file)."""
     hdir = out / "houses"
     hdir.mkdir(parents=True, exist_ok=True)
     house_cfg = sim_config_for(cfg).house
@@ -272,17 +259,11 @@ def _save_houses(out: Path, cfg: GenerateConfig) -> None:
         if path.exists():
             continue
         house = generate_house(house_seed(cfg.seed, h), house_cfg)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_jsonable(house.to_dict())))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(_jsonable(house.to_dict())))
 
 
-def load_house(dataset_dir: str | Path, house_id: str):
+def load_house(dataset_dir: str | Path, house_id: str) -> House | None:
     """The ``House`` of an episode's ``house_id`` from ``DIR/houses/``, or ``None`` if absent."""
-    import json
-
-    from pewm.sim.house import House
-
     path = Path(dataset_dir) / "houses" / f"{house_id}.json"
     if not path.exists():
         return None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,39 +27,11 @@ from typing import Any, Callable
 
 import torch
 
-CKPT_DIR = "checkpoints"
-STATE_NAME = "state.json"
-_STEP_RE = re.compile(r"^step_(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a fsynced temporary file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+from pewm.atomic import atomic_write_text, fsync_dir
+from pewm.model.checkpoint import CHECKPOINT_RE as _STEP_RE
+from pewm.model.checkpoint import CHECKPOINT_STATE_NAME as STATE_NAME
+from pewm.model.checkpoint import RUN_CHECKPOINTS_DIR as CKPT_DIR
+from pewm.model.checkpoint import resolve_model_dir
 
 
 def checkpoint_name(step: int) -> str:
@@ -105,13 +76,13 @@ def write_checkpoint(run_dir, step: int, write: Callable[[Path], None], state: d
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
         for p in [*sorted(q for q in tmp.rglob("*") if q.is_dir()), tmp]:
-            _fsync_dir(p)
+            fsync_dir(p)
         old = None
         if final.exists():  # re-saving the same step: move the old one aside first
             old = root / f".tmp-old-{final.name}-{os.getpid()}"
             os.rename(final, old)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -141,31 +112,6 @@ def load_torch(path: Path):
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing from the checkpoint")
     return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def resolve_model_dir(path, what: str = "--init") -> Path:
-    """The ``save_pretrained`` directory meant by ``path`` (for ``--init``):
-
-    * a model directory (``config.json`` + ``model.safetensors``) -> itself;
-    * a checkpoint directory -> its ``ema/`` weights;
-    * a run directory -> ``RUN/model`` (the final EMA model), else its latest checkpoint's ``ema/``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} {p}: no such run, checkpoint or model directory")
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
-        return p
-    if (p / STATE_NAME).is_file() and (p / "ema").is_dir():
-        return p / "ema"
-    if (p / "model" / "config.json").is_file():
-        return p / "model"
-    ck = latest_checkpoint(p)
-    if ck is not None:
-        return ck / "ema"
-    raise FileNotFoundError(
-        f"{what} {p}: not a model directory (config.json + model.safetensors), a checkpoint (state.json) "
-        "or a run directory with model/ or checkpoints/"
-    )
 
 
 __all__ = [

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pewm.model.memory_input import MemoryBuildConfig
+from pewm.atomic import atomic_write_text
+from pewm.data.clips import ClipConfig
+from pewm.model import PRESETS, READERS, MemoryBuildConfig, from_preset, reader_class
+from pewm.model.config import LEGACY_READER_FIELDS
 
 STAGES = ("autoencoder", "backbone", "memory")
 PRECISIONS = ("fp32", "bf16")
@@ -66,11 +69,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay_n = min(ema_decay, (1 + n) / (10 + n))
     memory_dropout: float | None = None  # None: the model's
-    # stage 2: re-initialise the memory reader with this ModelConfig.memory_init (None: keep the
-    # --init model's reader as it is)
-    memory_init: str | None = None
-    memory_ray_query: bool | None = None  # stage 2: re-initialise the voxel-xattn reader with/without ray queries
-    memory_ray_bias: float | None = None  # stage 2: re-initialise the voxel-xattn reader with this ray bias sigma (m)
+    # stage 2: re-initialise the memory reader with these options of its Options dataclass, over
+    # the --init model's (e.g. {"init": "zero-out"}, {"ray_query": True}); None: keep the reader as it is
+    reader_options: dict | None = None
     precision: str = "fp32"
     seed: int = 0
     # bookkeeping
@@ -89,8 +90,6 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
 
     def validate(self) -> "TrainConfig":
-        from pewm.model import PRESETS, READERS
-
         if self.preset not in PRESETS:
             raise ValueError(f"unknown model preset {self.preset!r}; available: {sorted(PRESETS)}")
         if self.reader not in READERS:
@@ -116,38 +115,23 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive (or None), got {self.grad_clip}")
         if not self.data:
             raise ValueError("TrainConfig.data: give the dataset directory (--data DIR)")
-        if self.memory_init is not None:
-            from pewm.model.config import MEMORY_INITS
-
-            if self.memory_init not in MEMORY_INITS:
-                raise ValueError(f"unknown memory_init {self.memory_init!r}; choose one of {MEMORY_INITS}")
+        if self.reader_options is not None:
             if self.stage != "memory":
-                raise ValueError(f"--memory-init is for --stage memory (it re-initialises the memory reader), not {self.stage!r}")
-        if self.memory_ray_query is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
-            raise ValueError(f"--ray-query is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
-                             f"not --stage {self.stage} --reader {self.reader}")
-        if self.memory_ray_bias is not None and (self.stage != "memory" or self.reader != "voxel-xattn"):
-            raise ValueError(f"--ray-bias is for --stage memory --reader voxel-xattn (it re-initialises that reader), "
-                             f"not --stage {self.stage} --reader {self.reader}")
-        from pewm.model.config import READER_CONFIG_FIELDS
-
-        reader_fields = sorted(set(READER_CONFIG_FIELDS) & set(self.model_overrides or {}))
-        if reader_fields and self.init:
-            raise ValueError(f"model_overrides {reader_fields} are ignored with --init (the model's config is used): "
-                             "set TrainConfig.memory_init / memory_ray_query (--memory-init, --ray-query) instead")
+                raise ValueError(f"reader options ({sorted(self.reader_options)}) are for --stage memory (they "
+                                 f"re-initialise the memory reader), not --stage {self.stage}")
+            reader_class(self.reader).Options.from_dict(self.reader_options)
+        if "reader_options" in (self.model_overrides or {}) and self.init:
+            raise ValueError("model_overrides['reader_options'] is ignored with --init (the model's config is used): "
+                             "set TrainConfig.reader_options (--reader-option KEY=VALUE) instead")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
         return self
 
     def model_config(self):
         """The resolved :class:`~pewm.model.ModelConfig` (preset + reader + overrides)."""
-        from pewm.model import from_preset
-
         return from_preset(self.preset, reader=self.reader, **dict(self.model_overrides))
 
-    def clip_config(self, frames: int):
-        from pewm.data.clips import ClipConfig
-
+    def clip_config(self, frames: int) -> ClipConfig:
         H = self.future_frames if self.future_frames is not None else frames
         return ClipConfig(future_frames=H, strides=self.strides, history=self.history)
 
@@ -161,6 +145,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From :meth:`to_dict` output; run configs of pewm <= 0.1.0 (``memory_init``,
+        ``memory_ray_query``, ``memory_ray_bias``) are converted to ``reader_options``."""
+        d = dict(d)
+        legacy = {new: d.pop(old) for old, new in LEGACY_READER_FIELDS.items() if old in d}
+        legacy = {k: v for k, v in legacy.items() if v is not None}
+        if legacy:
+            d["reader_options"] = {**legacy, **dict(d.get("reader_options") or {})}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -176,8 +167,6 @@ class TrainConfig:
         return type(self).from_dict(d)
 
     def save(self, path) -> Path:
-        from pewm.train.checkpoint import atomic_write_text
-
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     @classmethod
@@ -204,6 +193,49 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# what the weights of a run were built as: it cannot change when the run is resumed
+RESUME_FIXED = (("stage", "--stage"), ("reader", "--reader"), ("reader_options", "--reader-option"))
+
+
+def run_config(out, resume: bool, preset: str | None, overrides: dict) -> TrainConfig:
+    """The :class:`TrainConfig` of a run in ``out``: the preset (or, with ``resume``, the run's saved
+    config) with every non-None override. Resuming refuses overrides that would change what the
+    checkpoint's weights were built as (:data:`RESUME_FIXED`)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    saved = Path(out) / "config.json"
+    if resume and saved.is_file():
+        base = TrainConfig.load(saved)
+        if preset is not None and preset != base.preset:
+            raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
+        for name, flag in RESUME_FIXED:
+            if name in given and given[name] != getattr(base, name):
+                was = getattr(base, name)
+                was = f"{flag} {was!r}" if was is not None else f"no {flag} (the --init model's reader as it was)"
+                raise ValueError(f"--resume: the run in {out} was started with {was}; "
+                                 f"it cannot continue with {flag} {given[name]!r} (start a new run)")
+        return base.replace(**given)
+    return train_preset(preset or "tiny", **given)
+
+
+def with_features(memory: MemoryBuildConfig, features: str | None, dinov2_weights: str | None) -> MemoryBuildConfig:
+    """``memory`` with the map feature extractor the user asked for: ``features`` by name;
+    ``dinov2_weights`` (a local directory) implies ``dinov2`` and is only for it."""
+    if features is None and dinov2_weights is None:
+        return memory
+    mem = memory.to_dict()
+    if features is not None:
+        mem["extractor"] = features
+    if dinov2_weights is not None:
+        if features is None:
+            mem["extractor"] = "dinov2"  # giving DINOv2 weights asks for DINOv2 features
+        elif features != "dinov2":
+            raise ValueError(f"--dinov2-weights is only for --features dinov2, not --features {features}")
+        mem["extractor_kwargs"] = {"weights": str(dinov2_weights)}
+    if mem["extractor"] == "dinov2" and "weights" not in mem["extractor_kwargs"]:
+        raise ValueError("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")
+    return MemoryBuildConfig.from_dict(mem)
+
+
 def train_preset(name: str, **overrides) -> TrainConfig:
     """The training preset ``name`` with field ``overrides`` (not validated: ``data`` may be unset)."""
     if name not in TRAIN_PRESETS:
@@ -211,4 +243,5 @@ def train_preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig.from_dict({**TRAIN_PRESETS[name], **overrides})
 
 
-__all__ = ["LR_SCHEDULES", "PRECISIONS", "STAGES", "TRAIN_PRESETS", "TrainConfig", "train_preset"]
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "RESUME_FIXED", "STAGES", "TRAIN_PRESETS", "TrainConfig", "run_config",
+           "train_preset", "with_features"]

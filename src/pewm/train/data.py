@@ -3,7 +3,7 @@ that builds each clip's memory).
 
 :func:`collate_clips` resizes every clip to the model's resolution (RGB by area averaging, depth by
 the nearest source pixel, intrinsics rescaled with the pixel-centre convention), stacks them and
-builds each clip's memory from its history with a :class:`~pewm.model.memory_input.MemoryBuilder`
+builds each clip's memory from its history with a :class:`~pewm.model.MemoryBuilder`
 (the memory is built from the full-resolution history; renders and frames come out at the model's
 resolution).
 """
@@ -15,7 +15,8 @@ import torch
 
 from pewm.data.clips import Clip
 from pewm.model import ClipBatch, MemoryInput, ModelConfig
-from pewm.model.memory_input import MemoryBuilder, resize_depth, resize_rgb, scale_intrinsics, stack_memory
+from pewm.model import MemoryBuilder, stack_memory
+from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
 
 
 def clip_tensors(clip: Clip, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,13 +50,13 @@ def clip_memory(clip: Clip, builder: MemoryBuilder | None) -> MemoryInput:
 
 def collate_clips(clips: list[Clip], cfg: ModelConfig, builder: MemoryBuilder | None = None) -> ClipBatch:
     """Stack ``clips`` into a :class:`ClipBatch` at the model's resolution; ``builder`` None gives
-    an empty memory (stage 1, the ``none`` reader)."""
+    an empty memory (stage 1, a reader that reads no memory)."""
     if not clips:
         raise ValueError("collate_clips needs at least one clip")
     parts = [clip_tensors(c, cfg) for c in clips]
     rgb, depth, poses, K = (torch.stack(p) for p in zip(*parts))
     memory = None
-    if builder is not None and builder.reader != "none":
+    if builder is not None and builder.reads_memory:
         memory = stack_memory([clip_memory(c, builder) for c in clips])
     return ClipBatch(rgb=rgb, depth=depth, poses=poses, K=K, memory=memory)
 

@@ -5,10 +5,10 @@
   statistics are calibrated at every checkpoint and at the end. Stage 1 then starts from it
   (``init``) with the autoencoder frozen.
 * Stage 1 (``stage="backbone"``): the whole backbone is trained on navigation clips with an empty
-  memory; the memory reader is frozen (it stays at its identity initialisation, ``memory_init``).
+  memory; the memory reader is frozen (it stays at its identity initialisation, its ``init`` option).
 * Stage 2 (``stage="memory"``): the model is loaded from a stage-1 run (``init``) with
   ``WorldModel.from_pretrained(..., reader=...)`` (the memory blocks start as the identity, so the
-  model starts as exactly the stage-1 model; ``memory_init`` / ``memory_ray_query`` re-initialise
+  model starts as exactly the stage-1 model; ``TrainConfig.reader_options`` re-initialise
   the reader with other options), the backbone is frozen and only the memory reader
   (tokenizer + memory blocks) is trained. Each clip's memory is built from its ground-truth history.
 
@@ -41,9 +41,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pewm.model import ClipBatch, ModelConfig, WorldModel
-from pewm.model.config import READER_CONFIG_FIELDS
-from pewm.model.memory_input import MemoryBuilder
+from pewm.data.clips import ClipSampler
+from pewm.model import ClipBatch, MemoryBuilder, ModelConfig, SamplingConfig, WorldModel
+from pewm.video import colorize_depth, hstack_panels, label, resize_nearest, write_video
 from pewm.train import distributed as D
 from pewm.train.checkpoint import (
     latest_checkpoint,
@@ -55,12 +55,12 @@ from pewm.train.checkpoint import (
     write_checkpoint,
 )
 from pewm.train.config import TrainConfig
-from pewm.train.data import clip_tensors, collate_clips
+from pewm.train.data import clip_memory, clip_tensors, collate_clips
 from pewm.train.ema import EMA
 
 METRICS_NAME = "metrics.jsonl"
 # config fields that may differ between a stage-1 model and the stage-2 preset
-_INIT_FREE_FIELDS = {"reader", "memory_dropout", *READER_CONFIG_FIELDS}
+_INIT_FREE_FIELDS = {"reader", "memory_dropout", "reader_options"}
 
 
 @dataclass
@@ -162,8 +162,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical model initialisation on every rank
 
         # data
-        from pewm.data.clips import ClipSampler
-
         data = Path(cfg.data)
         if not data.is_dir():
             raise FileNotFoundError(f"--data {data}: no such dataset directory")
@@ -183,10 +181,9 @@ class Trainer:
             init_cfg = WorldModel.load_config(mdir)
             check_init_compatible(init_cfg, self.model_cfg, cfg.init)
             model = WorldModel.from_pretrained(mdir, reader=cfg.reader)
-            options = {k: getattr(cfg, k) for k in READER_CONFIG_FIELDS if getattr(cfg, k) is not None}
-            if options:  # (a resumed run then loads its trained reader from the checkpoint)
+            if cfg.reader_options is not None:  # (a resumed run then loads its trained reader from the checkpoint)
                 torch.manual_seed(cfg.seed)
-                model.reinit_reader(**options)
+                model.reinit_reader(cfg.reader_options)
             self.model_cfg = model.config.replace(memory_dropout=self.model_cfg.memory_dropout)
         else:
             model = WorldModel(self.model_cfg)
@@ -344,14 +341,11 @@ class Trainer:
         """``RUN/samples/step_XXXXXX.mp4``: ground truth | generated (RGB, depth), EMA weights."""
         if not self.dist.is_main or self.sample_clip is None:
             return None
-        from pewm.eval.video import colorize_depth, hstack_panels, label, resize_nearest, write_video
 
         clip, cfg = self.sample_clip, self.model_cfg
         rgb, depth, poses, K = clip_tensors(clip, cfg)
         mem = None
-        if self.builder is not None and self.builder.reader != "none":
-            from pewm.train.data import clip_memory
-
+        if self.builder is not None and self.builder.reads_memory:
             mem = clip_memory(clip, self.builder)
         m = self.ema.model
         gt_rgb = rgb.permute(0, 2, 3, 1).numpy()
@@ -365,7 +359,8 @@ class Trainer:
             g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 17)
             with self.autocast():
                 gen = m.generate(rgb[0].permute(1, 2, 0)[None], depth[0][None], poses[0][None], K,
-                                 poses=poses[1:][None], memory=mem, steps=self.cfg.sample_steps, generator=g)
+                                 poses=poses[1:][None], memory=mem,
+                                 sampling=SamplingConfig(steps=self.cfg.sample_steps), generator=g)
             gen_rgb = np.concatenate([gt_rgb[:1], gen.rgb[0].numpy()])
             gen_depth = np.concatenate([depth[:1].numpy(), gen.depth[0].numpy()])
         dmax = float(cfg.depth_max) if not np.isfinite(depth.numpy()).all() else max(float(depth.max()), 1e-3)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pewm.atomic import atomic_path
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float | None = None, cmap: str = "turbo") -> np.ndarray:
@@ -65,13 +66,11 @@ def hstack_panels(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -> Path:
-    """Write an H.264 mp4 (or gif, by extension) atomically: a temp file renamed when complete."""
+    """Write an H.264 mp4 (or gif, by extension) atomically (:func:`pewm.atomic.atomic_path`)."""
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         if path.suffix.lower() == ".gif":
             imageio.mimsave(tmp, [_even(f) for f in frames], duration=1000 / fps, loop=0)
         else:
@@ -79,10 +78,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -
                                     pixelformat="yuv420p") as w:
                 for f in frames:
                     w.append_data(_even(f))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

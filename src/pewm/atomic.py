@@ -1,0 +1,124 @@
+"""Atomic file writes: the one way pewm replaces a file (layer 0: imports nothing from pewm).
+
+Every writer goes to a temporary file beside the target (same directory, so ``os.replace`` is an
+atomic rename on POSIX), flushes and fsyncs it, gives it the mode a plain ``open()`` would (the
+process umask), renames it onto the target and fsyncs the directory. On any error, including
+``KeyboardInterrupt``, the temporary file is removed and the target is left as it was: a reader
+sees the old file, no file, or the complete new one, never a torn one.
+
+* :func:`atomic_write` -- a context manager yielding an open file object;
+* :func:`atomic_path` -- a context manager yielding a temporary *path*, for libraries that write
+  by file name (safetensors, imageio, matplotlib);
+* :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json` -- one call.
+
+Temporary files are named ``.<name>.<random>.tmp`` (``.tmp<ext>`` with ``keep_suffix=True``, for
+writers that pick the format from the extension), so dataset checks can recognise leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (``mkstemp`` uses 0600)."""
+    um = os.umask(0)
+    os.umask(um)
+    return 0o666 & ~um
+
+
+def fsync_dir(d: str | Path) -> None:
+    """fsync a directory so a rename inside it is durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_name(path: Path, keep_suffix: bool) -> tuple[int, str]:
+    suffix = TEMP_SUFFIX + (path.suffix if keep_suffix else "")
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without error, the file written
+    there is fsynced and renamed onto ``path``. ``keep_suffix`` ends the temporary name with
+    ``path``'s extension (for writers that choose the format by extension)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temp_name(path, keep_suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` (``mode`` ``"wb"`` or ``"w"``); on success fsync it and
+    rename it onto ``path`` (see the module docstring)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temp_name(path, keep_suffix=False)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int = 2, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically; returns ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys))
+
+
+__all__ = ["TEMP_SUFFIX", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "fsync_dir"]
