@@ -18,6 +18,7 @@ import pytest
 LAYERS = {
     "pewm": 0,  # the package __init__
     "pewm.atomic": 0,  # utility module: imports no other pewm module
+    "pewm.outputs": 0,  # output-path checks (never overwrite a run silently): imports no other pewm module
     "pewm.geometry": 1,
     "pewm.video": 1,  # video panels and atomic mp4 writing: imports only pewm.atomic
     "pewm.data": 2,

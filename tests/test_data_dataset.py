@@ -43,6 +43,7 @@ def ds(tmp_path) -> Dataset:
     kinds = ["shortest", "loop", "shortest", "look_back", "out_and_back"]
     for i in range(5):
         d.write(i, make_episode(T=3 + i, seed=i, split=splits[i], kind=kinds[i], house_id=f"h{i // 2 if i < 3 else i}"))
+    d.write_manifest()
     return d
 
 
@@ -188,13 +189,14 @@ def test_verify_finds_each_problem(ds):
     assert [p.path.name for p in by["truncated"]] == ["ep_000000.npz"]
     assert [p.path.name for p in by["unreadable"]] == ["ep_000001.npz", "ep_000003.npz"]
     assert [p.path.name for p in by["intrinsics_mismatch"]] == ["ep_000002.npz"]
+    assert [p.path.name for p in by["size_mismatch"]] == ["ep_000000.npz", "ep_000002.npz", "ep_000003.npz"]
+    assert [p.path.name for p in by["unexpected_file"]] == ["ep_000006.npz", "ep_000007.npz"]
     assert [p.path.name for p in by["temp_file"]] == [".ep_000008.npz.abc123.tmp"]
     assert [p.path.name for p in by["stray_file"]] == ["notes.txt"]
     assert [p.path.name for p in by["duplicate_id"]] == ["ep_000006.npz"]
-    assert "5" in by["missing_index"][0].reason
     assert "h0" in by["split_leak"][0].reason
-    assert by["temp_file"][0].severity == "warning" and by["truncated"][0].severity == "error"
-    assert "ep_000000.npz" in by["truncated"][0].reason or by["truncated"][0].path.name == "ep_000000.npz"
+    assert all(p.severity == "error" for p in problems if p.kind != "split_leak")
+    assert by["split_leak"][0].severity == "warning"
 
     # the cheap mode still finds structural problems
     quick = {(p.kind, p.path.name) for p in verify_dataset(root, full=False)}
@@ -219,8 +221,9 @@ def test_verify_inconsistent_episode(ds):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for n, v in members.items():
             zf.writestr(n, v)
-    (p,) = verify_dataset(ds.root)
-    assert p.kind == "inconsistent" and p.path == path and "actions" in p.reason
+    size, inconsistent = verify_dataset(ds.root)
+    assert size.kind == "size_mismatch" and size.path == path  # the manifest recorded another file
+    assert inconsistent.kind == "inconsistent" and inconsistent.path == path and "actions" in inconsistent.reason
 
 
 def test_verify_bad_dataset_json(ds):

@@ -1,5 +1,7 @@
 """TUM RGB-D import on a tiny synthetic sequence written to tmp_path."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -153,7 +155,24 @@ def test_no_matches_and_existing_output(tmp_path):
     with pytest.raises(TumFormatError, match="no rgb frame has both"):
         import_tum(src, tmp_path / "out", max_time_diff=1e-5)
     import_tum(src, tmp_path / "out")
-    with pytest.raises(DatasetError, match="already exists"):
+    with pytest.raises(DatasetError, match="already holds a dataset.*overwrite"):
         import_tum(src, tmp_path / "out")
     with pytest.raises(TumFormatError, match="not a directory"):
         import_tum(tmp_path / "missing", tmp_path / "x")
+
+
+def test_overwrite_replaces_a_dataset_and_refuses_other_directories(tmp_path):
+    src = write_tum(tmp_path / "seq")
+    out = tmp_path / "out"
+    import_tum(src, out, max_frames=2)
+    (out / "episodes" / ".ep_000000.npz.x.tmp").write_bytes(b"")  # a leftover of an interrupted write
+    rep = import_tum(src, out, overwrite=True)
+    assert rep.num_frames == 4 and verify_dataset(out) == []
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "episodes", "manifest.json"]
+    # the manifest is written before the episode, and the episode recorded in it when complete
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["episodes"]["ep_000000.npz"]["split"] == "test" and len(m["episodes"]["ep_000000.npz"]["sha256"]) == 64
+    (out / "notes.txt").write_text("mine")  # not only a dataset: never removed
+    with pytest.raises(DatasetError, match="notes.txt"):
+        import_tum(src, out, overwrite=True)
+    assert (out / "episodes" / "ep_000000.npz").is_file()

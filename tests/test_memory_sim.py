@@ -1,4 +1,4 @@
-"""Map rendering fidelity on simulator episodes (skipped until ``pewm.sim`` provides ``EmbodiedEnv``)."""
+"""Map rendering fidelity on simulator episodes."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 
 import memory_scenes as S
-
-sim = pytest.importorskip("pewm.sim")
-if not hasattr(sim, "EmbodiedEnv"):
-    pytest.skip("pewm.sim.EmbodiedEnv not available yet", allow_module_level=True)
-
-from pewm.geometry import AgentState  # noqa: E402
-from pewm.memory import VoxelMap, VoxelMapConfig  # noqa: E402
+from pewm import sim
+from pewm.geometry import AgentState
+from pewm.memory import VoxelMap, VoxelMapConfig
 
 
 @pytest.fixture(scope="module")

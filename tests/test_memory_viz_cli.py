@@ -29,9 +29,10 @@ def test_top_down_orientation():
 
 
 def test_map_command(tmp_path):
-    typer = pytest.importorskip("typer")
-    data = pytest.importorskip("pewm.data")
+    import typer
     from typer.testing import CliRunner
+
+    from pewm import data
 
     from pewm.cli.map_cmd import register
 

@@ -64,7 +64,7 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
         (["--reader", "voxel"], "unknown memory reader"),
         (["--preset", "huge"], "unknown training preset"),
         (["--stage", "memory"], "needs --init"),
-        (["--resume"], "no checkpoint"),
+        (["--resume"], "there is no run to resume in --out"),
         (["--precision", "fp8"], "unknown precision"),
         (["--features", "dinov2"], "--dinov2-weights"),
         (["--memory-init", "zero-out"], "reader options (['init']) are for --stage memory"),

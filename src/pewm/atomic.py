@@ -9,7 +9,8 @@ sees the old file, no file, or the complete new one, never a torn one.
 * :func:`atomic_write` -- a context manager yielding an open file object;
 * :func:`atomic_path` -- a context manager yielding a temporary *path*, for libraries that write
   by file name (safetensors, imageio, matplotlib);
-* :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json` -- one call.
+* :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json` -- one call;
+* :func:`atomic_write_safetensors` -- torch tensors, with a canonical (byte-reproducible) header.
 
 Temporary files are named ``.<name>.<random>.tmp`` (``.tmp<ext>`` with ``keep_suffix=True``, for
 writers that pick the format from the extension), so dataset checks can recognise leftovers.
@@ -120,5 +121,36 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int = 2, sort_keys: bo
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys))
 
 
+def _canonical_safetensors_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header canonically: ``__metadata__`` first with sorted keys,
+    then the tensors in file order (safetensors writes its metadata in hash order, which varies
+    between calls, so equal weights gave different bytes). Readers see the same file."""
+    with open(path, "rb+") as f:
+        n = int.from_bytes(f.read(8), "little")
+        head = json.loads(f.read(n))
+        meta = head.pop("__metadata__", None)
+        canon = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+        canon.update(sorted(head.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
+        new = json.dumps(canon, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        new += b" " * (-len(new) % 8)  # the data stays 8-byte aligned, as safetensors pads it
+        rest = f.read() if len(new) != n else None  # (same length in practice: only the order changes)
+        f.seek(0)
+        f.write(len(new).to_bytes(8, "little") + new)
+        if rest is not None:
+            f.write(rest)
+            f.truncate()
+
+
+def atomic_write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """Write torch ``tensors`` (+ string ``metadata``) to a ``.safetensors`` file atomically and
+    deterministically: equal tensors and metadata give byte-identical files, in any process."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _canonical_safetensors_header(tmp)
+    return Path(path)
+
+
 __all__ = ["TEMP_SUFFIX", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_text", "fsync_dir"]
+           "atomic_write_safetensors", "atomic_write_text", "fsync_dir"]

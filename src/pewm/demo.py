@@ -35,6 +35,7 @@ from pewm.eval.metrics import depth_absrel, psnr
 from pewm.eval.revisit import observed_fraction
 from pewm.eval.walks import WalkEpisode, demo_house_seed, ground_truth, imagine, turn_away_and_back
 from pewm.model import SamplingConfig
+from pewm.outputs import check_output_dir
 from pewm.video import fit_into, hstack_panels, label, resize_nearest, write_video
 
 
@@ -54,6 +55,11 @@ class DemoConfig:
     revisit_threshold: float = 0.5
     fuse: str = "novel"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    overwrite: bool = False  # replace an earlier demo's files in ``out`` (else refused)
+
+
+DEMO_ARTEFACTS = ("demo.mp4", "summary.json")
+MAX_STEPS = 10000  # an imagined walk longer than this is a typo (128 steps take ~30 s on a CPU)
 
 
 def _video(path: Path, ep: WalkEpisode, with_mem, without_mem, maps, chunk_of, revisit) -> Path:
@@ -75,16 +81,19 @@ def _video(path: Path, ep: WalkEpisode, with_mem, without_mem, maps, chunk_of, r
 def run_demo(cfg: DemoConfig, console=None) -> dict:
     """Run the demo end to end; writes ``cfg.out`` and returns the summary dictionary."""
     console = console or Console(stderr=True)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {cfg.steps}")
+    if not 1 <= cfg.steps <= MAX_STEPS:
+        raise ValueError(f"--steps must be in 1..{MAX_STEPS}, got {cfg.steps}")
     if cfg.fuse not in ("novel", "all"):
         raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
     t_start = time.perf_counter()
     out = Path(cfg.out)
+    check_output_dir(out, DEMO_ARTEFACTS, cfg.overwrite, remove=False)  # (both files are replaced atomically)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_path(cfg.model)
     model = load_model(model_dir)
@@ -137,4 +146,4 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     return summary
 
 
-__all__ = ["DemoConfig", "demo_house_seed", "ground_truth", "imagine", "run_demo", "turn_away_and_back"]
+__all__ = ["DEMO_ARTEFACTS", "DemoConfig", "demo_house_seed", "ground_truth", "imagine", "run_demo", "turn_away_and_back"]

@@ -70,6 +70,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 10) -
     import imageio.v2 as imageio
 
     path = Path(path)
+    if path.suffix.lower() not in (".mp4", ".gif"):  # before any temporary file is created
+        raise ValueError(f"{path}: unsupported video file type {path.suffix or '(no extension)'!r}; use .mp4 or .gif")
     with atomic_path(path, keep_suffix=True) as tmp:
         if path.suffix.lower() == ".gif":
             imageio.mimsave(tmp, [_even(f) for f in frames], duration=1000 / fps, loop=0)

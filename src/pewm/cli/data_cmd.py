@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from pewm.cli.common import console, progress, user_errors
+from pewm.cli.common import console, progress, progress_callback, user_errors
 
 data_app = typer.Typer(help="Datasets of RGB-D navigation episodes (see docs/data-format.md).", no_args_is_help=True)
 
@@ -29,17 +30,24 @@ def generate(
     """Render episodes in procedural houses with the MuJoCo simulator.
 
     Deterministic for the same arguments and resumable: run the same command again after an
-    interruption and only the missing episodes are generated. Houses are split train/val/test.
+    interruption (Ctrl-C, a crash, a kill) and only the missing or damaged episodes are generated;
+    the result is byte-identical. An existing --out made with other arguments is refused.
+    Houses are split train/val/test.
     """
     from pewm.sim.generate import GenerateConfig, generate_dataset
 
-    with user_errors():
-        cfg = GenerateConfig(houses=houses, episodes_per_house=episodes_per_house, steps=steps,
-                             resolution=resolution, seed=seed, workers=workers, fov_y_deg=fov,
-                             camera_height=camera_height)
-        with progress() as bar:
-            task = bar.add_task("episodes", total=houses * episodes_per_house)
-            res = generate_dataset(out, cfg, on_progress=lambda d, n: bar.update(task, completed=d))
+    try:
+        with user_errors():
+            cfg = GenerateConfig(houses=houses, episodes_per_house=episodes_per_house, steps=steps,
+                                 resolution=resolution, seed=seed, workers=workers, fov_y_deg=fov,
+                                 camera_height=camera_height)
+            with progress() as bar:
+                task = bar.add_task("episodes", total=houses * episodes_per_house)
+                res = generate_dataset(out, cfg, on_progress=lambda d, n: bar.update(task, completed=d))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; rerun the same command to resume ({out} is incomplete)", highlight=False,
+                      markup=False)
+        raise typer.Exit(130) from None
     fps = res["frames_generated"] / res["seconds"] if res["seconds"] > 0 else 0.0
     console.print(
         f"{out}: {res['episodes']} episodes ({res['generated']} generated, {res['skipped']} already there), "
@@ -61,6 +69,7 @@ def import_(
     stride: int = typer.Option(1, help="Keep every n-th frame."),
     max_time_diff: float = typer.Option(0.02, help="Largest timestamp gap (s) when associating rgb, depth and pose."),
     split: str = typer.Option("test", help="Split to record for the imported episode."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset in --out if there is one."),
 ) -> None:
     """Convert a real RGB-D recording into a pewm dataset (one episode, no discrete actions)."""
     from pewm.data import import_tum
@@ -68,8 +77,11 @@ def import_(
     with user_errors():
         if format.lower() != "tum":
             raise ValueError(f"--format {format!r} is not supported; supported: tum")
+        if not overwrite and (out / "dataset.json").exists():
+            raise ValueError(f"--out {out}: already holds a dataset; pass --overwrite to replace it, "
+                             "or choose another --out")
         res = import_tum(src, out, fx=fx, fy=fy, cx=cx, cy=cy, depth_scale=depth_scale, max_frames=max_frames,
-                         max_time_diff=max_time_diff, stride=stride, split=split, progress=True)
+                         max_time_diff=max_time_diff, stride=stride, split=split, progress=True, overwrite=overwrite)
     console.print(f"imported {src} -> {out}: {res}")
 
 
@@ -96,7 +108,12 @@ def info(
 
 @data_app.command()
 def verify(path: Path = typer.Argument(..., help="Dataset directory.")) -> None:
-    """Read every episode and list the unreadable, truncated or inconsistent ones (exit 1 if any)."""
+    """Check a dataset against its manifest.json and read every file (exit 1 on any error).
+
+    Errors: missing, extra, unfinished, truncated, corrupted or changed episode and house files
+    (checksums), leftover temp files, stray files, an invalid or missing manifest.json or
+    dataset.json. One line per problem: the file and what is wrong.
+    """
     from pewm.data import verify_dataset
 
     with user_errors():
@@ -104,12 +121,12 @@ def verify(path: Path = typer.Argument(..., help="Dataset directory.")) -> None:
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         colour = "red" if p.severity == "error" else "yellow"
-        console.print(f"[{colour}]{p.severity}[/] {p.path}: {p.reason}", highlight=False)
+        console.print(Text(p.severity, style=colour) + Text(f" {p.path}: {p.reason}"), highlight=False)
     if errors:
         console.print(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/]: every episode in {path} is readable and consistent"
-                  + (f" ({len(problems)} warning(s))" if problems else ""))
+    console.print(Text("ok", style="green") + Text(f": every episode in {path} is readable and consistent"
+                  + (f" ({len(problems)} warning(s))" if problems else "")), highlight=False)
 
 
 @data_app.command()
@@ -119,12 +136,11 @@ def view(
     out: Path = typer.Option(Path("episode.mp4"), "--out", help="Video file (.mp4 or .gif)."),
     size: int = typer.Option(256, help="Panel height in pixels."),
     fps: int = typer.Option(8, help="Frames per second."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Write a video of one episode: RGB | depth | top-down map with the path so far."""
     from pewm.eval.episode_video import write_episode_video
 
-    with user_errors(), progress() as bar:
-        task = bar.add_task("frames", total=None)
-        ep = write_episode_video(path, episode, out, size=size, fps=fps,
-                                 on_frame=lambda done, total: bar.update(task, completed=done, total=total))
+    with user_errors(), progress_callback("frames") as on_frame:
+        ep = write_episode_video(path, episode, out, size=size, fps=fps, overwrite=overwrite, on_frame=on_frame)
     console.print(f"wrote {out} ({ep.num_frames} frames, episode {ep.episode_id}, {ep.house_id}, {ep.kind})")

@@ -39,12 +39,14 @@ def register(app: typer.Typer) -> None:
                        "[model default]"
         ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace demo.mp4 and summary.json of an earlier run in --out"),
     ) -> None:
-        from pewm.cli.common import user_errors
+        from pewm.cli.common import console, user_errors
         from pewm.demo import DemoConfig, run_demo
         from pewm.model import SamplingConfig
 
         with user_errors():
             sampling = SamplingConfig(steps=sampling_steps, anchor=anchor)
             run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around, sampling=sampling,
-                                model=str(model) if model else None, threads=threads, fuse=fuse))
+                                model=str(model) if model else None, threads=threads, fuse=fuse, overwrite=overwrite),
+                     console=console)

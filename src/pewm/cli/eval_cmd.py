@@ -65,8 +65,12 @@ def register(app: typer.Typer) -> None:
             "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
         ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+        allow_incomplete: bool = typer.Option(
+            False, "--allow-incomplete", help="evaluate on a dataset that fails the completeness check (missing, "
+                                              "extra or unfinished files; see pewm data verify)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier run in --out"),
     ) -> None:
-        from pewm.cli.common import user_errors, parse_key_values
+        from pewm.cli.common import console, parse_key_values, user_errors
         from pewm.eval.benchmark import BenchmarkConfig, default_modes, run_benchmark
         from pewm.model import SamplingConfig
 
@@ -79,6 +83,7 @@ def register(app: typer.Typer) -> None:
                 mode_models=parse_key_values(mode_model, "--mode-model", "MODE=DIR"), seeds=seeds, split=split,
                 horizon=horizon, min_history=min_history, max_episodes=max_episodes, batch=batch, sampling=sampling,
                 dinov2_weights=str(dinov2_weights) if dinov2_weights else None, videos=videos, threads=threads,
-                long_horizon=long_horizon, long_steps=long_steps, fuse=fuse,
+                long_horizon=long_horizon, long_steps=long_steps, fuse=fuse, overwrite=overwrite,
+                allow_incomplete=allow_incomplete,
             )
-            run_benchmark(cfg)
+            run_benchmark(cfg, console=console)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from pewm.cli.common import DEBUG_ENV, PewmGroup
 from pewm.cli.data_cmd import data_app
 from pewm.cli.demo_cmd import register as register_demo
 from pewm.cli.eval_cmd import register as register_eval
@@ -20,13 +21,26 @@ app = typer.Typer(
         "To train your own: start with `pewm data generate --out houses` to build a dataset from the procedural "
         "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it, "
         "`pewm map houses --episode 0 --out map0` to fuse it into the persistent 3D map, and "
-        "`pewm train --data houses --out runs/stage1` to train the world model."
+        "`pewm train --data houses --out runs/stage1` to train the world model.\n\n"
+        "Errors are one line, `error: ...`, with exit status 2 for bad input; `pewm --debug COMMAND ...` "
+        f"(or {DEBUG_ENV}=1) shows the Python traceback. Commands never overwrite an earlier run's output "
+        "unless given --overwrite."
     ),
+    cls=PewmGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help=f"show the Python traceback of an error (same as the environment variable {DEBUG_ENV}=1)"
+    ),
+) -> None:
+    """(``debug`` is read by :func:`pewm.cli.common.debug_enabled`.)"""
 
 for _register in (register_map, register_train, register_demo, register_eval):
     _register(app)

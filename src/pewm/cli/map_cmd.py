@@ -22,15 +22,15 @@ def register(app: typer.Typer) -> None:
         z_max: Optional[float] = typer.Option(
             None, help="ignore voxels above this height in the top-down image (default for simulated houses: "
             "0.3 m below the ceiling)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace the map files of an earlier run in --out"),
     ) -> None:
         """Fuse all frames of one episode into a persistent 3D map; write map.ply, map_topdown.png, map.safetensors."""
-        from pewm.cli.common import console, progress, user_errors
+        from pewm.cli.common import console, progress_callback, user_errors
         from pewm.eval.episode_map import build_map
 
-        with user_errors(), progress() as bar:
-            task = bar.add_task(f"fusing episode {episode}", total=None)
+        with user_errors(), progress_callback(f"fusing episode {episode}") as on_progress:
             s = build_map(dataset_dir, episode, out, voxel_size, features, dinov2_weights, z_max=z_max,
-                          on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+                          overwrite=overwrite, on_progress=on_progress)
         console.print(
             f"fused {s['frames']} frames: {s['feature_voxels']} feature voxels, {s['surface_voxels']} surface voxels, "
             f"{s['bytes'] / 1e6:.2f} MB\n" + "\n".join(f"  wrote {p}" for p in s["paths"]), markup=False,

@@ -45,6 +45,9 @@ def register(app: typer.Typer) -> None:
             None, help="run, checkpoint or model directory to start from (stage 0 for --stage backbone of latent models, stage 1 for --stage memory)"
         ),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="replace an earlier run in --out (its config, metrics, samples, checkpoints and "
+                                       "model are removed) instead of refusing"),
         steps: Optional[int] = typer.Option(None, help="total optimizer steps"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="clips per step and process"),
         grad_accum: Optional[int] = typer.Option(None, help="micro-batches accumulated per optimizer step"),
@@ -60,6 +63,9 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, help="dataset split to train on [train]"),
         history: Optional[int] = typer.Option(None, help="ground-truth past frames that build each clip's memory"),
         max_episodes: Optional[int] = typer.Option(None, help="use only the first N episodes of the split"),
+        allow_incomplete: bool = typer.Option(
+            False, "--allow-incomplete", help="train on a dataset that fails the completeness check (missing, extra "
+                                              "or unfinished files; see pewm data verify)"),
         features: Optional[str] = typer.Option(None, help="map feature extractor for voxel-xattn: auto (the model's frozen autoencoder encoder if it has one, "
                                 "else rgb) | autoencoder | rgb | dinov2 [auto]"),
         dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (with --features dinov2)"),
@@ -85,9 +91,7 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     ) -> None:
-        from rich.console import Console
-
-        from pewm.cli.common import parse_key_values, user_errors
+        from pewm.cli.common import console, parse_key_values, user_errors
         from pewm.model import reader_class
         from pewm.train import run_config, train, with_features
 
@@ -97,7 +101,8 @@ def register(app: typer.Typer) -> None:
                 init=str(init) if init is not None else None, steps=steps, batch_size=batch_size,
                 grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
                 grad_clip=grad_clip, ema_decay=ema_decay, precision=precision, seed=seed, split=split,
-                history=history, max_episodes=max_episodes, log_every=log_every, sample_every=sample_every,
+                history=history, max_episodes=max_episodes, allow_incomplete=allow_incomplete or None,
+                log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                 device=device, threads=threads,
             )
@@ -111,6 +116,6 @@ def register(app: typer.Typer) -> None:
             memory = with_features(cfg.memory, features, str(dinov2_weights) if dinov2_weights else None)
             if memory != cfg.memory:
                 cfg = cfg.replace(memory=memory.to_dict())
-            result = train(cfg, out, resume=resume, progress=progress)
+            result = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
             if result.model_dir is not None:
-                Console(stderr=True).print(f"trained to step {result.step}; final EMA model in {result.model_dir}")
+                console.print(f"trained to step {result.step}; final EMA model in {result.model_dir}")

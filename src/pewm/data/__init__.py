@@ -9,12 +9,15 @@ from pewm.data.dataset import (
     DATASET_FORMAT_VERSION,
     DATASET_JSON,
     EPISODES_DIR,
+    MANIFEST_JSON,
     Dataset,
     DatasetError,
     DatasetSpec,
     Problem,
+    completeness_problems,
     create_dataset,
     open_dataset,
+    require_complete,
     verify_dataset,
 )
 from pewm.data.episode import KINDS, SPLITS, Episode, EpisodeError
@@ -27,6 +30,7 @@ from pewm.data.io import (
     write_episode,
     write_episode_frames,
 )
+from pewm.data.manifest import Manifest, file_sha256
 from pewm.data.tum import TUM_FR1_INTRINSICS, TumFormatError, TumImportReport, import_tum
 
 
@@ -36,6 +40,7 @@ __all__ = [
     "EPISODES_DIR",
     "FORMAT_VERSION",
     "KINDS",
+    "MANIFEST_JSON",
     "SPLITS",
     "TEMP_SUFFIX",
     "TUM_FR1_INTRINSICS",
@@ -45,16 +50,20 @@ __all__ = [
     "Episode",
     "EpisodeError",
     "EpisodeInfo",
+    "Manifest",
     "Problem",
     "TumFormatError",
     "TumImportReport",
     "atomic_write",
     "check_episode_file",
+    "completeness_problems",
     "create_dataset",
+    "file_sha256",
     "import_tum",
     "open_dataset",
     "read_episode",
     "read_episode_info",
+    "require_complete",
     "verify_dataset",
     "write_episode",
     "write_episode_frames",

@@ -8,7 +8,8 @@
       episodes/
         ep_000000.npz       one episode per file (see pewm.data.io)
         ep_000001.npz
-      houses/               optional, filled by pewm.sim (ignored here)
+      houses/               optional, filled by pewm.sim
+      manifest.json         the files the dataset should contain, with sizes and checksums
 
 Episode files carry their own small metadata (split, kind, house, frame count), so listing and
 summarising a dataset never decompresses pixels.
@@ -41,6 +42,7 @@ from pewm.data.dataset_spec import (
 from pewm.data.dataset_verify import Problem, dataset_problems
 from pewm.data.episode import SPLITS, Episode, EpisodeError
 from pewm.data.io import EpisodeInfo, check_episode_file, read_episode, read_episode_info, write_episode
+from pewm.data.manifest import HOUSES_DIR, MANIFEST_JSON, FileEntry, Manifest
 from pewm.geometry import Intrinsics
 
 __all__ = [
@@ -48,12 +50,15 @@ __all__ = [
     "DATASET_FORMAT_VERSION",
     "DATASET_JSON",
     "EPISODES_DIR",
+    "MANIFEST_JSON",
     "Dataset",
     "DatasetError",
     "DatasetSpec",
     "Problem",
+    "completeness_problems",
     "create_dataset",
     "open_dataset",
+    "require_complete",
     "verify_dataset",
 ]
 
@@ -77,6 +82,14 @@ class Dataset:
     @property
     def episodes_dir(self) -> Path:
         return self.root / EPISODES_DIR
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_JSON
+
+    @property
+    def houses_dir(self) -> Path:
+        return self.root / HOUSES_DIR
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -174,7 +187,7 @@ class Dataset:
     def temp_files(self) -> list[Path]:
         """Leftover temp files of interrupted writes (``.NAME.XXXX.tmp``)."""
         out = []
-        for d in (self.root, self.episodes_dir):
+        for d in (self.root, self.episodes_dir, self.houses_dir):
             if d.is_dir():
                 out += [p for p in d.iterdir() if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)]
         return sorted(out)
@@ -189,6 +202,29 @@ class Dataset:
             except FileNotFoundError:
                 pass
         return removed
+
+    # -- manifest
+    def load_manifest(self) -> Manifest:
+        """``manifest.json`` (:class:`~pewm.data.manifest.Manifest`); :class:`DatasetError` if it is
+        missing or invalid."""
+        return Manifest.load(self.manifest_path)
+
+    def write_manifest(self) -> Manifest:
+        """Record the episode and house files present now, with their splits, sizes and SHA-256, as
+        what this dataset should contain (``manifest.json``, written atomically). Call it once
+        every episode is written when you build a dataset with :meth:`write`; ``pewm data
+        generate`` and ``pewm data import`` maintain the manifest themselves."""
+        m = Manifest()
+        for p in self.episode_paths():
+            m.episodes[p.name] = entry = FileEntry(split=read_episode_info(p).split)
+            Manifest.record(entry, p)
+        if self.houses_dir.is_dir():
+            for p in sorted(self.houses_dir.glob("*.json")):
+                if not p.name.startswith("."):
+                    m.houses[p.name] = entry = FileEntry()
+                    Manifest.record(entry, p)
+        m.save(self.manifest_path)
+        return m
 
     # -- summary / verify
     def summary(self) -> dict[str, Any]:
@@ -252,6 +288,10 @@ class Dataset:
     def verify(self, *, full: bool = True, progress: bool | Callable[[int, int, Path], None] = False) -> list[Problem]:
         return verify_dataset(self.root, full=full, progress=progress)
 
+    def completeness_problems(self) -> list[Problem]:
+        """The cheap completeness check (no episode is opened); see :func:`completeness_problems`."""
+        return completeness_problems(self.root)
+
 
 def create_dataset(root: str | Path, spec: DatasetSpec, *, exist_ok: bool = False) -> Dataset:
     """Create ``root/dataset.json`` and ``root/episodes/``.
@@ -297,14 +337,48 @@ def verify_dataset(
 ) -> list[Problem]:
     """Check a dataset directory; return every problem found (empty list = all good).
 
-    ``full`` reads every episode completely (CRC-checked, validated); otherwise only the cheap
+    Against ``manifest.json``: missing, extra, unfinished, resized or (with ``full``) changed
+    episode and house files; leftover temp files and stray files. ``full`` reads every episode
+    completely (CRC-checked, validated) and checks every SHA-256; otherwise only the cheap
     structural check of :meth:`Dataset.has_valid_episode` is done. ``progress`` is ``True`` for a
     rich progress bar, or a callable ``(done, total, path)``.
     """
     root = Path(root)
+    if not root.is_dir():  # bad input (exit 2 in the CLI), not a problem of a dataset
+        raise DatasetError("no such dataset directory" if not root.exists() else "not a directory", root)
     try:
         ds = open_dataset(root)
     except DatasetError as e:
         reason = e.reason if e.field is None else f"field {e.field!r}: {e.reason}"
         return [Problem(e.path or root, reason, "dataset_json")]
-    return dataset_problems(ds, full=full, progress=progress)
+    return dataset_problems(ds, level="full" if full else "structure", progress=progress)
+
+
+def completeness_problems(root: str | Path) -> list[Problem]:
+    """The cheap check (level ``files``) of the dataset in ``root``: its ``dataset.json`` and
+    ``manifest.json`` are valid and exactly the files the manifest lists are there, finished and of
+    the recorded size; no temp or stray files. Opens no episode."""
+    try:
+        ds = open_dataset(root)
+    except DatasetError as e:
+        reason = e.reason if e.field is None else f"field {e.field!r}: {e.reason}"
+        return [Problem(e.path or Path(root), reason, "dataset_json")]
+    return [p for p in dataset_problems(ds, level="files") if p.severity == "error"]
+
+
+def require_complete(root: str | Path, option: str = "--data", allow_flag: str = "--allow-incomplete") -> None:
+    """Raise :class:`~pewm.data.DatasetError` (one line: the dataset, the first problem, how many
+    more, and ``allow_flag``) unless :func:`completeness_problems` finds nothing."""
+    try:
+        ds = open_dataset(root)
+    except DatasetError as e:  # not a dataset at all: that error, not "incomplete"
+        where = f"{e.path}: " if e.path is not None and e.path != Path(root) else ""
+        what = f"field {e.field!r}: " if e.field else ""
+        raise DatasetError(f"{option} {root}: {where}{what}{e.reason}") from None
+    errors = [p for p in dataset_problems(ds, level="files") if p.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problem(s); `pewm data verify {root}` lists them)" if len(errors) > 1 \
+            else ""
+        raise DatasetError(f"{option} {root}: incomplete dataset: {first.path}: {first.reason}{more}; "
+                           f"pass {allow_flag} to use it anyway")

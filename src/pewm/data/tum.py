@@ -23,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pewm.data.dataset import Dataset, DatasetSpec, create_dataset
+from pewm.atomic import TEMP_SUFFIX
+from pewm.data.dataset import Dataset, DatasetError, DatasetSpec, create_dataset
+from pewm.data.dataset_spec import DATASET_JSON, EPISODE_RE, EPISODES_DIR
 from pewm.data.episode import SPLITS, Episode
 from pewm.data.io import write_episode_frames
+from pewm.data.manifest import HOUSES_DIR, MANIFEST_JSON, Manifest
 from pewm.geometry import Intrinsics, make_pose, quaternion_to_matrix
 
 TUM_FR1_INTRINSICS = {"fx": 525.0, "fy": 525.0, "cx": 319.5, "cy": 239.5}
@@ -142,6 +145,7 @@ def import_tum(
     name: str | None = None,
     compresslevel: int = 6,
     progress: bool | Callable[[int, int, Path], None] = False,
+    overwrite: bool = False,
 ) -> TumImportReport:
     """Import the TUM RGB-D sequence in ``src`` as a one-episode dataset in ``out``.
 
@@ -152,8 +156,14 @@ def import_tum(
     and ``meta`` with the rgb/depth/pose timestamps, ``world_up="unknown"`` and the drop counts.
     Images are streamed, so memory stays bounded for long sequences.
 
+    The dataset's ``manifest.json`` is written before the episode and records it when it is
+    complete. ``out`` must be new or empty; an existing dataset there is replaced with
+    ``overwrite`` (after the source was checked; only a directory holding nothing but dataset
+    files is removed).
+
     Raises :class:`TumFormatError` naming the file (and line) for missing files, malformed lines
-    and images of the wrong size or mode; :class:`pewm.data.DatasetError` if ``out`` already holds a dataset.
+    and images of the wrong size or mode; :class:`pewm.data.DatasetError` if ``out`` already holds a
+    dataset (without ``overwrite``) or other files.
     """
     from PIL import Image
 
@@ -161,14 +171,16 @@ def import_tum(
     if not src.is_dir():
         raise TumFormatError("not a directory", src)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
     if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+        raise ValueError(f"--stride must be >= 1, got {stride}")
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+        raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
     if not depth_scale > 0:
-        raise ValueError(f"depth_scale must be positive, got {depth_scale}")
+        raise ValueError(f"--depth-scale must be positive, got {depth_scale}")
     name = name or src.resolve().name
+    out = Path(out)
+    old_files = _existing_dataset_files(out, overwrite)
 
     rgb_list = _read_list(src / "rgb.txt", 2)
     depth_list = sorted(_read_list(src / "depth.txt", 2), key=lambda r: r[1])
@@ -297,14 +309,20 @@ def import_tum(
             "stride": stride, "split": split,
         },
     )  # fmt: skip
-    out = Path(out)
+    _remove_files(out, old_files)  # --overwrite: the source is checked; the old dataset goes
     existed = out.exists()
     ds = create_dataset(out, spec)
     path = ds.episode_path(0)
+    manifest = Manifest.expecting({path.name: split})
     try:
+        manifest.save(ds.manifest_path)  # before the episode: an interrupted import is recognisably incomplete
         write_episode_frames(path, header, rgb_frames, depth_frames, compresslevel=compresslevel)
+        Manifest.record(manifest.episodes[path.name], path)
+        manifest.save(ds.manifest_path)
     except BaseException:
-        # leave no half-imported dataset behind (only what create_dataset made; the write is atomic)
+        # leave no half-imported dataset behind (only what create_dataset made; the writes are atomic)
+        path.unlink(missing_ok=True)
+        ds.manifest_path.unlink(missing_ok=True)
         ds.json_path.unlink(missing_ok=True)
         for d in (ds.episodes_dir, out if not existed else None):
             if d is not None:
@@ -320,3 +338,44 @@ def import_tum(
         dropped_no_depth=meta["dropped_no_depth"], dropped_no_pose=meta["dropped_no_pose"],
         skipped=n_matched - len(keep), duration_s=float(rgb_ts[keep[-1]] - rgb_ts[keep[0]]),
     )  # fmt: skip
+
+
+def _existing_dataset_files(out: Path, overwrite: bool) -> list[Path]:
+    """The files of the dataset in ``out`` that ``overwrite`` will replace (``[]`` for a new or
+    empty directory). Refuses a dataset without ``overwrite`` and a directory holding other files."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise DatasetError("exists and is not a directory", out)
+    files, other = [], []
+    for p in sorted(out.iterdir()):
+        if p.name in (DATASET_JSON, MANIFEST_JSON) and p.is_file():
+            files.append(p)
+        elif p.name in (EPISODES_DIR, HOUSES_DIR) and p.is_dir():
+            for q in sorted(p.iterdir()):
+                ok = q.is_file() and (q.name.endswith(TEMP_SUFFIX) or EPISODE_RE.match(q.name)
+                                      or (p.name == HOUSES_DIR and q.suffix == ".json"))
+                (files if ok else other).append(q)
+            files.append(p)
+        elif p.is_file() and p.name.endswith(TEMP_SUFFIX):
+            files.append(p)
+        else:
+            other.append(p)
+    if other:
+        raise DatasetError(f"not empty and not only a pewm dataset (it holds {other[0].relative_to(out)}); "
+                           "choose a new or empty output directory", out)
+    if files and not overwrite:
+        raise DatasetError("already holds a dataset; import with overwrite=True (CLI: --overwrite) to replace it",
+                           out)
+    return files
+
+
+def _remove_files(out: Path, files: list[Path]) -> None:
+    """Remove an old dataset's files: the manifest first (an interrupted removal leaves a dataset
+    that is recognisably incomplete), directories last."""
+    order = sorted(files, key=lambda p: (p.name != MANIFEST_JSON, p.is_dir(), p.name == DATASET_JSON))
+    for p in order:
+        if p.is_dir():
+            p.rmdir()
+        else:
+            p.unlink(missing_ok=True)

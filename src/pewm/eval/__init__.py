@@ -1,6 +1,7 @@
-"""Evaluation: videos and plots, the Table-1 metrics (:mod:`~pewm.eval.metrics`), revisit/novel
-classification (:mod:`~pewm.eval.revisit`) and result aggregation/reports (:mod:`~pewm.eval.report`);
-the generation benchmark itself comes later."""
+"""Evaluation: the Table-1 metrics (:mod:`~pewm.eval.metrics`), revisit/novel classification
+(:mod:`~pewm.eval.revisit`), result aggregation, reports and plots (:mod:`~pewm.eval.report`), the
+generation benchmark (:mod:`~pewm.eval.benchmark`, ``pewm eval``), imagined walks in unseen houses
+(:mod:`~pewm.eval.walks`) and the long-horizon probe, episode videos and maps."""
 
 from pewm.eval.metrics import (
     METRICS,

@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pewm.assets import load_model, resolve_model_path
 from pewm.atomic import atomic_write_text
-from pewm.data import open_dataset
+from pewm.data import open_dataset, require_complete
 from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
 from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
@@ -45,7 +45,11 @@ from pewm.eval.revisit import classify, observed_fraction
 from pewm.geometry import poses_from_actions
 from pewm.model import READERS, MemoryBuilder, SamplingConfig, WorldModel, reader_class
 from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+from pewm.outputs import check_output_dir
 from pewm.rollout import RolloutMemory, rollout
+
+
+EVAL_ARTEFACTS = ("results.json", "results.md", "psnr_vs_step.png", "videos")  # what run_benchmark writes
 
 
 def memory_modes() -> tuple[str, ...]:
@@ -81,6 +85,8 @@ class BenchmarkConfig:
     fuse: str = "novel"  # generated frames fused "novel" (only where the map holds nothing yet) or "all"
     long_horizon: int = 0  # held-out houses of the long-horizon probe (pewm.eval.long_horizon); 0 = skip
     long_steps: int = 128
+    allow_incomplete: bool = False  # evaluate on a dataset that fails the completeness check (--allow-incomplete)
+    overwrite: bool = False  # replace an earlier run's results in ``out`` (else refused)
 
     def validate(self) -> "BenchmarkConfig":
         modes = memory_modes()
@@ -93,8 +99,10 @@ class BenchmarkConfig:
         for k in self.mode_models:
             if k not in own:
                 raise ValueError(f"--mode-model: {k!r} is not a memory mode with its own model ({own})")
-        if self.seeds < 1 or self.horizon < 1 or self.batch < 1 or self.min_history < 1:
-            raise ValueError("--seeds, --horizon, --batch and --min-history must be >= 1")
+        for flag, v in (("--seeds", self.seeds), ("--horizon", self.horizon), ("--batch", self.batch),
+                        ("--min-history", self.min_history)):
+            if v < 1:
+                raise ValueError(f"{flag} must be >= 1, got {v}")
         if self.split not in ("train", "val", "test", "all"):
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
         if not isinstance(self.sampling, SamplingConfig):
@@ -103,6 +111,10 @@ class BenchmarkConfig:
             raise ValueError(f"--fuse must be 'novel' or 'all', got {self.fuse!r}")
         if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
             raise ValueError(f"--long-horizon must be >= 0 and --long-steps >= 16, got {self.long_horizon}, {self.long_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.videos < 0 or (self.max_episodes is not None and self.max_episodes < 1):
+            raise ValueError(f"--videos must be >= 0 and --max-episodes >= 1, got {self.videos}, {self.max_episodes}")
         return self
 
 
@@ -267,12 +279,15 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     """Run the benchmark (module docstring) and write ``results.json``, ``results.md``, the PSNR
     plot and side-by-side videos into ``cfg.out``; returns the aggregated results."""
     cfg.validate()
+    if not cfg.allow_incomplete:
+        require_complete(cfg.data)  # cheap: file names, sizes and manifest.json; no episode is opened
     console = console or Console(stderr=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, EVAL_ARTEFACTS, cfg.overwrite, remove=False)  # before any work
+    open_dataset(cfg.data)  # a missing or unreadable dataset is reported before the model loads
     main = load_model(cfg.model)
     res = main.config.image_height
     if main.config.image_width != res:
@@ -319,6 +334,9 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
+    if cfg.overwrite:  # the earlier run's results (and videos) go only now that this one has results
+        check_output_dir(out, EVAL_ARTEFACTS, overwrite=True)
+    out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "results.json", results, meta)  # written before the probe: nothing is lost
     md_meta = {k: v for k, v in meta.items() if k in ("dataset", "split", "seeds", "feature_extractor", "episodes",
                                                       "horizon", "revisit_frames", "novel_frames", "model",
@@ -326,7 +344,9 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
                                                       "render_supersample", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
-        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps, sampling=cfg.sampling,
+        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps,
+                                        # the probe samples without memory guidance (as it always has)
+                                        sampling=cfg.sampling.replace(guidance_scale=None),
                                         console=console, fuse=cfg.fuse)
         meta["long_horizon"] = long
         meta["seconds"] = time.perf_counter() - t0
@@ -343,4 +363,4 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-__all__ = ["BenchmarkConfig", "choose_cut", "default_modes", "memory_modes", "load_episodes", "model_for_mode", "run_benchmark", "score"]
+__all__ = ["EVAL_ARTEFACTS", "BenchmarkConfig", "choose_cut", "default_modes", "memory_modes", "load_episodes", "model_for_mode", "run_benchmark", "score"]

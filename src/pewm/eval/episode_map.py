@@ -3,15 +3,37 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
 
 from pewm.data import open_dataset
-from pewm.memory import PersistentMap, PersistentMapConfig, VoxelMapConfig, make_extractor, map_top_down_image
+from pewm.memory import (
+    PersistentMap,
+    PersistentMapConfig,
+    VoxelMapConfig,
+    available_extractors,
+    make_extractor,
+    map_top_down_image,
+)
+from pewm.outputs import check_output_dir
 
 CEILING_MARGIN = 0.3  # metres below a simulated house's ceiling that the top-down image keeps
+MAP_FILES = ("map.ply", "map_topdown.png", "map.safetensors")
+
+
+def check_episode_index(ds, episode, option: str = "--episode") -> int:
+    """``episode`` when the dataset ``ds`` has an episode of that index, else a ``ValueError``
+    naming ``option`` and the indices there are."""
+    have = ds.episode_indices()
+    if isinstance(episode, int) and not isinstance(episode, bool) and episode in have:
+        return episode
+    if not have:
+        raise ValueError(f"{option} {episode}: the dataset {ds.root} has no episodes")
+    span = f"{have[0]}..{have[-1]}" if have == list(range(have[0], have[-1] + 1)) else ", ".join(map(str, have[:8]))
+    raise ValueError(f"{option} {episode}: the dataset {ds.root} has no such episode (its episodes: {span})")
 
 
 def view_ceiling(generator_spec: dict) -> float | None:
@@ -32,15 +54,26 @@ def build_map(
     z_max: float | None = None,
     px_per_m: float = 40.0,
     on_progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Fuse every frame of ``episode`` of the dataset at ``dataset_dir`` into a map with a
     ``voxel_size`` surface map and ``features`` feature voxels; write it into ``out``. Returns a
-    summary (frames, voxel counts, bytes, paths). ``on_progress(done, total)`` after each batch."""
-    if not voxel_size > 0:
-        raise ValueError(f"--voxel-size must be > 0, got {voxel_size}")
+    summary (frames, voxel counts, bytes, paths). ``on_progress(done, total)`` after each batch.
+    Every argument is checked before any work; an earlier map in ``out`` is replaced only with
+    ``overwrite`` (:func:`pewm.outputs.check_output_dir`)."""
+    if not (isinstance(voxel_size, (int, float)) and math.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"--voxel-size must be a number of metres > 0, got {voxel_size}")
+    if features not in available_extractors():
+        raise ValueError(f"--features {features!r}: unknown feature extractor; choose one of {available_extractors()}")
     if features == "dinov2" and dinov2_weights is None:
         raise ValueError("--features dinov2 needs --dinov2-weights DIR (a local save_pretrained directory)")
+    if dinov2_weights is not None and not Path(dinov2_weights).is_dir():
+        raise ValueError(f"--dinov2-weights {dinov2_weights}: no such directory")
+    if z_max is not None and not math.isfinite(z_max):
+        raise ValueError(f"--z-max must be a finite height in metres, got {z_max}")
     ds = open_dataset(dataset_dir)
+    check_episode_index(ds, episode)
+    check_output_dir(out, MAP_FILES, overwrite, remove=False)
     ep = ds.read(episode)
     if z_max is None:  # simulated houses: look below the ceiling, or the top-down view shows only it
         z_max = view_ceiling(ds.spec.generator)
@@ -67,4 +100,4 @@ def build_map(
     }
 
 
-__all__ = ["CEILING_MARGIN", "build_map", "view_ceiling"]
+__all__ = ["CEILING_MARGIN", "MAP_FILES", "build_map", "check_episode_index", "view_ceiling"]

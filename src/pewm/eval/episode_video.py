@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pewm.data import open_dataset
+from pewm.eval.episode_map import check_episode_index
+from pewm.outputs import check_output_file
 from pewm.sim.generate import load_house
 from pewm.sim.topdown import top_down_image, world_to_topdown_pixel
 from pewm.video import colorize_depth, fit_into, hstack_panels, label, resize_nearest, write_video
@@ -64,12 +66,23 @@ def episode_video_frames(episode, house=None, size: int = 256, px_per_m: float =
                              label(top, f"{episode.house_id or 'trajectory'} ({episode.kind})")])
 
 
+VIDEO_SUFFIXES = (".mp4", ".gif")
+MAX_PANEL = 2048  # pixels: --size beyond this is a typo, not a video
+
+
 def write_episode_video(dataset_dir, episode: int, out, size: int = 256, fps: int = 8,
-                        on_frame: Callable[[int, int], None] | None = None):
+                        on_frame: Callable[[int, int], None] | None = None, overwrite: bool = False):
     """Write the video of ``episode`` of the dataset at ``dataset_dir`` to ``out`` (mp4 or gif,
     atomically): RGB | depth | top-down map (the house's floor plan when the dataset has it).
-    ``on_frame(done, total)`` after each frame. Returns the episode."""
+    ``on_frame(done, total)`` after each frame. Returns the episode. Every argument is checked
+    before any work; an existing ``out`` is replaced only with ``overwrite``."""
+    if not (isinstance(size, int) and 16 <= size <= MAX_PANEL):
+        raise ValueError(f"--size must be a panel height of 16..{MAX_PANEL} pixels, got {size}")
+    if not (isinstance(fps, int) and 1 <= fps <= 120):
+        raise ValueError(f"--fps must be 1..120 frames per second, got {fps}")
+    out = check_output_file(out, VIDEO_SUFFIXES, overwrite)
     ds = open_dataset(dataset_dir)
+    check_episode_index(ds, episode)
     ep = ds.read(episode)
     house = load_house(dataset_dir, ep.house_id)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from pewm.atomic import atomic_write_safetensors
 from pewm.geometry import unproject_depth
 from pewm.memory._points import _PointBatch
 from pewm.memory._util import as_tensor, rgb_to_bchw_float
@@ -166,16 +167,15 @@ class PersistentMap:
         return RenderOutput(feats, out.depth, mask)
 
     def save(self, path) -> Path:
-        """One safetensors file with both maps (prefixes ``features.`` / ``surface.``)."""
-        from safetensors.torch import save_file
-
+        """One safetensors file with both maps (prefixes ``features.`` / ``surface.``), written
+        atomically and deterministically (:func:`pewm.atomic.atomic_write_safetensors`)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors, meta = {}, {"format": "pewm.persistent_map/1", "config": json.dumps(self.config.to_dict())}
         for name, m in self.maps.items():
             tensors.update({f"{name}.{k}": v for k, v in m.state_dict().items()})
             meta[f"{name}.channels"] = json.dumps(m._channels)
-        save_file(tensors, str(path), metadata=meta)
+        atomic_write_safetensors(path, tensors, metadata=meta)
         return path
 
     @classmethod

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pewm.atomic import atomic_write, atomic_write_safetensors
 from pewm.memory import voxel_backend_numpy, voxel_backend_torch
 from pewm.memory._points import _PointBatch
 from pewm.memory._util import as_tensor
@@ -359,11 +360,10 @@ class VoxelMap:
         path.parent.mkdir(parents=True, exist_ok=True)
         sd = self.state_dict()
         if path.suffix == ".npz":
-            np.savez(path, **{k: v.numpy() for k, v in sd.items()}, __meta__=np.array(json.dumps(self._meta())))
+            with atomic_write(path) as f:
+                np.savez(f, **{k: v.numpy() for k, v in sd.items()}, __meta__=np.array(json.dumps(self._meta())))
         else:
-            from safetensors.torch import save_file
-
-            save_file(sd, str(path), metadata=self._meta())
+            atomic_write_safetensors(path, sd, metadata=self._meta())
         return path
 
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pewm.atomic import atomic_path, atomic_write_json
+from pewm.atomic import atomic_write_json, atomic_write_safetensors
 from pewm.model.config import ModelConfig, legacy_reader_options
 
 CONFIG_NAME = "config.json"
@@ -44,13 +44,12 @@ def _state(model, prefix: str = "", dtype: torch.dtype | None = None) -> dict[st
 
 def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` (and ``memory.json``) of ``model`` into
-    ``directory``; ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that type."""
-    from safetensors.torch import save_file
-
+    ``directory``; ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that type. Equal
+    weights give byte-identical files (:func:`pewm.atomic.atomic_write_safetensors`)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    with atomic_path(d / WEIGHTS_NAME) as tmp:
-        save_file(_state(model, dtype=dtype), str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    atomic_write_safetensors(d / WEIGHTS_NAME, _state(model, dtype=dtype),
+                             {"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     atomic_write_json(d / CONFIG_NAME, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                         "config": model.config.to_dict()})
     if model.memory_build:
@@ -61,14 +60,11 @@ def save_pretrained(model, directory, dtype: torch.dtype | None = None) -> Path:
 def save_reader(model, directory, dtype: torch.dtype | None = None) -> Path:
     """Write only ``model``'s memory reader to ``directory/readers/<reader>.safetensors`` (its options
     in the metadata, its memory settings beside it)."""
-    from safetensors.torch import save_file
-
     d = Path(directory) / READERS_DIR
     reader = model.config.reader
     path = d / f"{reader}.safetensors"
-    meta = {"format": FORMAT, "reader": reader, "reader_options": json.dumps(model.config.reader_options)}
-    with atomic_path(path) as tmp:
-        save_file(_state(model, READER_PREFIX, dtype), str(tmp), metadata=meta)
+    meta = {"format": FORMAT, "reader": reader, "reader_options": json.dumps(model.config.reader_options, sort_keys=True)}
+    atomic_write_safetensors(path, _state(model, READER_PREFIX, dtype), meta)
     build = d / f"{reader}.{MEMORY_BUILD_NAME}"
     if model.memory_build:  # how this reader's memories were built (e.g. its feature extractor)
         atomic_write_json(build, model.memory_build)
@@ -157,7 +153,6 @@ def load_pretrained(cls, directory, reader: str | None = None, map_location="cpu
     from exactly the stage-1 model (§3.4, stage 2). Otherwise every tensor must match."""
     d = Path(directory)
     cfg = load_config(d)
-    main_reader = cfg.reader
     switch = reader is not None and reader != cfg.reader
     adapter = d / READERS_DIR / f"{reader if switch else cfg.reader}.safetensors"
     has_adapter = adapter.is_file()
@@ -191,7 +186,6 @@ def load_pretrained(cls, directory, reader: str | None = None, map_location="cpu
             model.memory_build = json.loads(memory_build.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{memory_build} is not valid JSON: {e}") from e
-    assert main_reader is not None
     return model.to(map_location)
 
 

@@ -81,7 +81,7 @@ class DiffusionConfig:
     guidance_scale: float = 1.0  # classifier-free guidance on the memory; 1.0 = off
     # map-anchored sampling (voxel-render only, beyond the paper): "none", "latent" (known latent
     # cells re-noised into every DDIM step, RePaint-style), "pixel" (covered pixels of the
-    # decoded frames taken from the render) or "both"; see WorldModel.generate
+    # decoded frames taken from the render) or "both"; see WorldModel.sample_frames
     anchor: str = "none"
 
     def validate(self) -> None:
@@ -246,7 +246,10 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.reader must be one of {sorted(READERS)}, got {self.reader!r}")
         if not isinstance(self.reader_options, dict):
             raise TypeError(f"ModelConfig.reader_options must be a dict, got {type(self.reader_options).__name__}")
-        self.reader_options = reader_class(self.reader).Options.from_dict(self.reader_options).to_dict()
+        reader = reader_class(self.reader)
+        options = reader.Options.from_dict(self.reader_options)
+        reader.check_config(self, options)
+        self.reader_options = options.to_dict()
         if not 0.0 <= self.memory_dropout < 1.0:
             raise ValueError(f"ModelConfig.memory_dropout must be in [0, 1), got {self.memory_dropout}")
         if not 0.0 < self.depth_min < self.depth_max:

@@ -32,7 +32,7 @@ class MemoryBuildConfig:
     0.25 x 0.25 x 1 m); ``surface_voxel``: the rendering map's voxel (``voxel-render``);
     ``max_depth``: depth beyond this is not fused; ``frames_depth_test``: occlusion-aware frame
     retrieval for the ``frames`` reader; ``render_supersample``: ``voxel-render`` renders at this
-    many times the model's resolution, averaged down (anti-aliasing; :func:`rendered_input`).
+    many times the model's resolution, averaged down (anti-aliasing; :func:`pewm.model.readers.voxel_render.rendered_input`).
     """
 
     extractor: str = "auto"

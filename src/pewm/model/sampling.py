@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from typing import Callable, Protocol, Sequence
@@ -36,7 +37,7 @@ class SamplingConfig:
     ``steps``: DDIM steps per chunk (``DiffusionConfig.sampling_steps``); ``guidance_scale``:
     classifier-free guidance on the memory, 1 = off; ``anchor``: keep what the memory holds
     (readers with ``can_anchor``): ``none`` | ``latent`` | ``pixel`` | ``both`` (see
-    :class:`KnownRegion` and :meth:`~pewm.model.WorldModel.generate`); ``render_supersample``:
+    :class:`KnownRegion` and :meth:`~pewm.model.WorldModel.sample_frames`); ``render_supersample``:
     ``voxel-render`` memories render at this many times the model's resolution
     (``MemoryBuildConfig.render_supersample``); ``seed``: seeds the sampling noise where no
     ``torch.Generator`` is passed (None: torch's global generator).
@@ -49,14 +50,22 @@ class SamplingConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("steps", "render_supersample", "seed"):  # any integer type (numpy too), stored as int
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, bool):
+                try:
+                    object.__setattr__(self, name, operator.index(v))
+                except TypeError:
+                    pass  # reported below
         for name in ("steps", "render_supersample"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"sampling {name} must be an integer >= 1, got {v!r}")
+                flag = "--sampling-steps" if name == "steps" else "--render-supersample"
+                raise ValueError(f"{flag}: sampling {name} must be an integer >= 1, got {v!r}")
         if self.guidance_scale is not None and not self.guidance_scale >= 0:
-            raise ValueError(f"sampling guidance_scale must be >= 0, got {self.guidance_scale!r}")
+            raise ValueError(f"--guidance-scale: sampling guidance_scale must be >= 0, got {self.guidance_scale!r}")
         if self.anchor is not None and self.anchor not in ANCHORS:
-            raise ValueError(f"sampling anchor must be one of {ANCHORS}, got {self.anchor!r}")
+            raise ValueError(f"--anchor: sampling anchor must be one of {ANCHORS}, got {self.anchor!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ValueError(f"sampling seed must be an integer, got {self.seed!r}")
 

@@ -5,7 +5,7 @@ the map for the next ``H`` camera poses, generate ``H`` RGB-D frames conditioned
 frame, the actions and the memory, then unproject the generated RGB-D at its poses and fuse it
 into the map; continue from the last generated frame. Each rollout has its own
 :class:`~pewm.rollout.memory_state.RolloutMemory`; the ``B`` rollouts of a batch share one
-``WorldModel.generate`` call per chunk.
+``WorldModel.sample_frames`` call per chunk.
 
 ``T`` actions need ``ceil(T / H)`` chunks. The last chunk, when partial, is padded with "stay"
 poses (its last real pose repeated; a blocked forward move looks exactly like that in the training

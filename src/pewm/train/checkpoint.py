@@ -7,31 +7,63 @@ Layout of ``RUN/checkpoints/step_XXXXXXXX/``::
     optimizer.pt    optimizer state_dict
     scheduler.pt    LR scheduler state_dict
     rng.pt          per-rank RNG states: python, numpy, torch (CPU, CUDA), the data sampler's
-                    numpy Generator and the loss's torch Generator
+                    numpy Generator and the loss's torch Generator; per-rank metrics of the steps
+                    since the last metrics.jsonl line (``log_windows``; older checkpoints lack it)
     state.json      step, world size, the resolved TrainConfig
 
 A checkpoint is first written to ``RUN/checkpoints/.tmp-step_XXXXXXXX-PID/``, every file fsynced,
 then renamed into place (``rename`` of a directory is atomic on POSIX). A failure while writing
 removes the temporary directory; a hard kill can leave one behind, which :func:`list_checkpoints`
-ignores and the next save removes. Only complete ``step_*`` directories (with ``state.json``) count.
+ignores and the next save (or run start) removes. Only complete ``step_*`` directories (with
+``state.json``) count. Directories and files get the modes a plain ``mkdir``/``open`` gives (umask).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from pewm.atomic import atomic_write_text, fsync_dir
+from pewm.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from pewm.model.checkpoint import CHECKPOINT_RE as _STEP_RE
 from pewm.model.checkpoint import CHECKPOINT_STATE_NAME as STATE_NAME
 from pewm.model.checkpoint import RUN_CHECKPOINTS_DIR as CKPT_DIR
 from pewm.model.checkpoint import resolve_model_dir
+
+
+_ATOMIC_TEMP_RE = re.compile(r"^\..+" + re.escape(TEMP_SUFFIX) + r"(\.[^.]+)?$")  # pewm.atomic temp names
+
+
+def remove_stale_temps(run_dir) -> list[Path]:
+    """Remove what a killed run left half-written: ``checkpoints/.tmp-*`` directories and
+    :mod:`pewm.atomic` temporary files (``.NAME.RANDOM.tmp[.ext]``) in the run, ``model/`` and ``samples/``."""
+    run, gone = Path(run_dir), []
+    if (run / CKPT_DIR).is_dir():
+        for p in (run / CKPT_DIR).glob(".tmp-*"):
+            _rmtree(p)
+            gone.append(p)
+    for d in (run, run / "model", run / "samples"):
+        if d.is_dir():
+            for p in d.iterdir():
+                if _ATOMIC_TEMP_RE.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    gone.append(p)
+    return gone
+
+
+def _rmtree(p: Path) -> None:
+    """Remove a directory tree, finishing even when Ctrl-C interrupts it once (then re-raised)."""
+    try:
+        shutil.rmtree(p, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(p, ignore_errors=True)
+        raise
 
 
 def checkpoint_name(step: int) -> str:
@@ -63,10 +95,12 @@ def write_checkpoint(run_dir, step: int, write: Callable[[Path], None], state: d
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # left by a killed process
-        shutil.rmtree(stale, ignore_errors=True)
+        _rmtree(stale)
     final = root / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    # os.mkdir, not tempfile.mkdtemp (0700): the checkpoint gets the mode a plain mkdir gives (umask)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        os.mkdir(tmp)
         write(tmp)
         meta = {"step": int(step), **state}
         with open(tmp / STATE_NAME, "w") as f:
@@ -84,13 +118,15 @@ def write_checkpoint(run_dir, step: int, write: Callable[[Path], None], state: d
         os.rename(tmp, final)
         fsync_dir(root)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _rmtree(old)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp)
         raise
-    if keep is not None:
+    if keep is not None:  # renamed first: a kill mid-delete leaves a .tmp-* leftover, not a torn step_*
         for _, p in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(p, ignore_errors=True)
+            gone = root / f".tmp-del-{p.name}-{os.getpid()}"
+            os.rename(p, gone)
+            _rmtree(gone)
     return final
 
 
@@ -122,6 +158,7 @@ __all__ = [
     "list_checkpoints",
     "load_torch",
     "read_state",
+    "remove_stale_temps",
     "resolve_model_dir",
     "save_torch",
     "write_checkpoint",

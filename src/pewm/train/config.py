@@ -52,6 +52,7 @@ class TrainConfig:
     strides: tuple[int, ...] = (1, 2, 3)
     history: int = 16
     max_episodes: int | None = None
+    allow_incomplete: bool = False  # train on a dataset that fails the completeness check (--allow-incomplete)
     memory: MemoryBuildConfig = field(default_factory=MemoryBuildConfig)
     # stage
     stage: str = "backbone"
@@ -104,15 +105,15 @@ class TrainConfig:
                      "keep_checkpoints", "history", "sample_steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {v!r}")
+                raise ValueError(f"--{name.replace('_', '-')} (TrainConfig.{name}) must be a positive integer, got {v!r}")
         if self.warmup_steps < 0:
-            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ValueError(f"--warmup-steps (TrainConfig.warmup_steps) must be >= 0, got {self.warmup_steps}")
         if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+            raise ValueError(f"--lr (TrainConfig.lr) must be positive, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"TrainConfig.grad_clip must be positive (or None), got {self.grad_clip}")
+            raise ValueError(f"--ema-decay (TrainConfig.ema_decay) must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"--grad-clip (TrainConfig.grad_clip) must be positive (or None), got {self.grad_clip}")
         if not self.data:
             raise ValueError("TrainConfig.data: give the dataset directory (--data DIR)")
         if self.reader_options is not None:
@@ -120,8 +121,9 @@ class TrainConfig:
                 raise ValueError(f"reader options ({sorted(self.reader_options)}) are for --stage memory (they "
                                  f"re-initialise the memory reader), not --stage {self.stage}")
             reader_class(self.reader).Options.from_dict(self.reader_options)
-        if "reader_options" in (self.model_overrides or {}) and self.init:
-            raise ValueError("model_overrides['reader_options'] is ignored with --init (the model's config is used): "
+        reader_keys = sorted({"reader_options", *LEGACY_READER_FIELDS} & set(self.model_overrides or {}))
+        if reader_keys and self.init:
+            raise ValueError(f"model_overrides {reader_keys} are ignored with --init (the model's config is used): "
                              "set TrainConfig.reader_options (--reader-option KEY=VALUE) instead")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
@@ -203,13 +205,24 @@ def run_config(out, resume: bool, preset: str | None, overrides: dict) -> TrainC
     checkpoint's weights were built as (:data:`RESUME_FIXED`)."""
     given = {k: v for k, v in overrides.items() if v is not None}
     saved = Path(out) / "config.json"
-    if resume and saved.is_file():
+    if resume and not saved.is_file():
+        raise ValueError(f"--resume: there is no run to resume in --out {out} (no config.json there); "
+                         "drop --resume to start a new run")
+    if resume:
         base = TrainConfig.load(saved)
         if preset is not None and preset != base.preset:
             raise ValueError(f"--resume: the run in {out} uses preset {base.preset!r}, not {preset!r}")
         for name, flag in RESUME_FIXED:
-            if name in given and given[name] != getattr(base, name):
-                was = getattr(base, name)
+            if name not in given:
+                continue
+            was = getattr(base, name)
+            if name == "reader_options":  # only the options given must agree with the run's
+                changed = was is None or any(k not in was or was[k] != v for k, v in given[name].items())
+                if not changed:
+                    given[name] = was
+            else:
+                changed = given[name] != was
+            if changed:
                 was = f"{flag} {was!r}" if was is not None else f"no {flag} (the --init model's reader as it was)"
                 raise ValueError(f"--resume: the run in {out} was started with {was}; "
                                  f"it cannot continue with {flag} {given[name]!r} (start a new run)")

@@ -23,8 +23,9 @@ gradient accumulation, DDP under ``torchrun``. A run directory holds::
     RUN/model/             the final EMA model (WorldModel.save_pretrained)
 
 Resuming restores model, EMA, optimizer, scheduler, every RNG (python, numpy, torch, the data
-sampler's generator, the loss's generator) and the step, so a resumed run reproduces the loss curve
-of an uninterrupted one exactly (tested).
+sampler's generator, the loss's generator), the step and the metrics of the steps since the last
+metrics.jsonl line, so a resumed run reproduces the weights and metrics.jsonl of an uninterrupted
+one exactly, apart from the timing fields seconds, samples_per_s and elapsed (tested).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pewm.atomic import atomic_write_text
+from pewm.data import require_complete
 from pewm.data.clips import ClipSampler
 from pewm.model import ClipBatch, MemoryBuilder, ModelConfig, SamplingConfig, WorldModel
+from pewm.outputs import OVERWRITE_OPTION, check_output_dir
 from pewm.video import colorize_depth, hstack_panels, label, resize_nearest, write_video
 from pewm.train import distributed as D
 from pewm.train.checkpoint import (
@@ -50,6 +54,7 @@ from pewm.train.checkpoint import (
     list_checkpoints,
     load_torch,
     read_state,
+    remove_stale_temps,
     resolve_model_dir,
     save_torch,
     write_checkpoint,
@@ -59,6 +64,8 @@ from pewm.train.data import clip_memory, clip_tensors, collate_clips
 from pewm.train.ema import EMA
 
 METRICS_NAME = "metrics.jsonl"
+# what a run writes into its directory: never replaced without --resume (continue) or --overwrite
+RUN_ARTEFACTS = ("config.json", METRICS_NAME, "model", "samples", "checkpoints")
 # config fields that may differ between a stage-1 model and the stage-2 preset
 _INIT_FREE_FIELDS = {"reader", "memory_dropout", "reader_options"}
 
@@ -69,6 +76,14 @@ class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)  # per optimizer step run in this process
     model_dir: Path | None = None
+
+
+def _line_step(line: str) -> float:
+    """The step of a metrics.jsonl line (inf for a torn or empty one, which is then dropped)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):
+        return math.inf
 
 
 def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
@@ -129,10 +144,11 @@ def check_init_compatible(init_cfg: ModelConfig, want: ModelConfig, where) -> No
 class Trainer:
     """One training run (see the module docstring). ``Trainer(cfg, out).run()``."""
 
-    def __init__(self, cfg: TrainConfig, out, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, out, resume: bool = False, progress: bool = True, overwrite: bool = False):
         self.cfg = cfg.validate()
         self.out = Path(out)
         self.progress = progress
+        self.overwrite = overwrite  # replace an earlier run in ``out`` (its artefacts are removed first)
         self.dist = D.init_distributed(cfg.device)
         try:
             self._setup(resume)
@@ -144,16 +160,19 @@ class Trainer:
     def _setup(self, resume: bool) -> None:
         cfg, info = self.cfg, self.dist
         ckpt = None
+        if resume and self.overwrite:
+            raise ValueError(f"--resume continues the run in --out and {OVERWRITE_OPTION} replaces it: give one of them")
         if resume:
             ckpt = latest_checkpoint(self.out)
             if ckpt is None:
                 raise FileNotFoundError(
                     f"--resume: no checkpoint in {self.out / 'checkpoints'} (nothing to resume; drop --resume to start)"
                 )
-        elif list_checkpoints(self.out):
-            raise ValueError(
-                f"{self.out} already holds a run with checkpoints; pass --resume to continue it or choose another --out"
-            )
+        elif list_checkpoints(self.out) and not self.overwrite:
+            raise ValueError(f"--out {self.out} already holds a run with checkpoints; pass --resume to continue it, "
+                             f"{OVERWRITE_OPTION} to replace it, or choose another --out")
+        if not resume:  # a finished run (model/, config.json, metrics.jsonl) is never replaced silently
+            check_output_dir(self.out, RUN_ARTEFACTS, self.overwrite, remove=False)  # removed once setup succeeded
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = D.resolve_device(cfg.device, info)
@@ -165,6 +184,8 @@ class Trainer:
         data = Path(cfg.data)
         if not data.is_dir():
             raise FileNotFoundError(f"--data {data}: no such dataset directory")
+        if not cfg.allow_incomplete:
+            require_complete(data)  # cheap: file names, sizes and manifest.json; no episode is opened
         self.model_cfg = cfg.model_config()
         if cfg.memory_dropout is not None:
             self.model_cfg = self.model_cfg.replace(memory_dropout=cfg.memory_dropout)
@@ -227,10 +248,14 @@ class Trainer:
         self.data_rng = np.random.default_rng([cfg.seed, info.rank])
         self.loss_gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1009 + info.rank + 1)
         self.step = 0
+        self.window: dict[str, list[float]] = {}  # per-step metrics since the last metrics.jsonl line
         if ckpt is not None:
             self._load_checkpoint(ckpt)
         if info.is_main:
+            if self.overwrite and not resume:  # --overwrite: the earlier run goes only now that setup succeeded
+                check_output_dir(self.out, RUN_ARTEFACTS, overwrite=True)
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out)  # left by a killed run
             cfg.save(self.out / "config.json")
             self._truncate_metrics()
         D.barrier(info)
@@ -251,15 +276,16 @@ class Trainer:
         path = self.out / METRICS_NAME
         if not path.exists():
             return
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [ln for ln in path.read_text().splitlines() if _line_step(ln) <= self.step]  # (torn line: dropped)
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current step (collective under DDP; rank 0 writes)."""
         if self.cfg.stage == "autoencoder":
             self.calibrate_latents()
-        rngs = D.gather_objects(_rng_state(self.data_rng, self.loss_gen), self.dist)
+        ranks = D.gather_objects((_rng_state(self.data_rng, self.loss_gen), self.window), self.dist)
+        rngs, windows = [r for r, _ in ranks], [w for _, w in ranks]
         path = None
         if self.dist.is_main:
             def write(d: Path) -> None:
@@ -267,7 +293,7 @@ class Trainer:
                 self.ema.model.save_pretrained(d / "ema")
                 save_torch(self.optimizer.state_dict(), d / "optimizer.pt")
                 save_torch({"scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict()}, d / "scheduler.pt")
-                save_torch({"ranks": rngs}, d / "rng.pt")
+                save_torch({"ranks": rngs, "log_windows": windows}, d / "rng.pt")  # (a window may span a checkpoint)
 
             state = {"world_size": self.dist.world_size, "config": self.cfg.to_dict()}
             path = write_checkpoint(self.out, self.step, write, state, keep=self.cfg.keep_checkpoints)
@@ -284,9 +310,11 @@ class Trainer:
         sch = load_torch(ckpt / "scheduler.pt")
         self.scheduler.load_state_dict(sch["scheduler"])
         self.ema.load_state_dict(sch["ema"])
-        rngs = load_torch(ckpt / "rng.pt")["ranks"]
+        saved = load_torch(ckpt / "rng.pt")
+        rngs = saved["ranks"]
         if len(rngs) == self.dist.world_size:
             _set_rng_state(rngs[self.dist.rank], self.data_rng, self.loss_gen)
+            self.window = {k: list(v) for k, v in saved.get("log_windows", [{}] * len(rngs))[self.dist.rank].items()}
         else:  # a different world size: continue with fresh per-rank streams derived from the step
             self.data_rng = np.random.default_rng([self.cfg.seed, self.dist.rank, int(state["step"])])
             self.loss_gen.manual_seed(self.cfg.seed * 1009 + self.dist.rank + 1 + int(state["step"]) * 7919)
@@ -396,7 +424,7 @@ class Trainer:
             bar.start()
             task = bar.add_task("train", total=cfg.steps, completed=self.step, loss=float("nan"), ips=0.0)
         t_start = time.perf_counter()
-        acc: dict[str, list[float]] = {}
+        acc = self.window
         try:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
@@ -413,7 +441,7 @@ class Trainer:
                     means = {k: float(np.mean(v)) for k, v in acc.items()}
                     means["lr"] = acc["lr"][-1]
                     means = D.all_reduce_mean(means, info, self.device if self.device.type == "cuda" else "cpu")
-                    acc = {}
+                    acc.clear()
                     if info.is_main:
                         n_samples = cfg.batch_size * cfg.grad_accum * info.world_size
                         rec = {"step": self.step, **{k: means[k] for k in (
@@ -442,13 +470,14 @@ class Trainer:
         D.cleanup(self.dist)
 
 
-def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Run (or ``resume``) training into the run directory ``out``; returns a :class:`TrainResult`."""
-    tr = Trainer(cfg, out, resume=resume, progress=progress)
+def train(cfg: TrainConfig, out, resume: bool = False, progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Run (or ``resume``) training into the run directory ``out``; returns a :class:`TrainResult`.
+    An earlier run in ``out`` is refused unless ``resume`` (continue it) or ``overwrite`` (replace it)."""
+    tr = Trainer(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     try:
         return tr.run()
     finally:
         tr.close()
 
 
-__all__ = ["METRICS_NAME", "TrainResult", "Trainer", "check_init_compatible", "lr_lambda", "train"]
+__all__ = ["METRICS_NAME", "RUN_ARTEFACTS", "TrainResult", "Trainer", "check_init_compatible", "lr_lambda", "train"]

@@ -266,6 +266,11 @@ class MemoryReader(nn.Module):
     can_anchor: ClassVar[bool] = False  # sampling can keep what the memory holds (DiffusionConfig.anchor)
     uses_features: ClassVar[bool] = False  # its map fuses feature-extractor features (MemoryBuildConfig.extractor)
 
+    @classmethod
+    def check_config(cls, cfg, options: ReaderOptions) -> None:
+        """Raise a ``ValueError`` if ``options`` do not fit the model ``cfg`` (``ModelConfig.validate``
+        calls this). Default: any model."""
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
@@ -310,7 +315,7 @@ class MemoryReader(nn.Module):
     def resolve_anchor(self, anchor: str, explicit: bool, memory: MemoryInput | None, latent: bool) -> str:
         """The anchoring a ``generate`` call can do with ``memory``: ``"none"`` unless overridden."""
         if anchor != "none" and explicit:
-            raise ValueError(f"anchor={anchor!r} needs a reader that can anchor "
+            raise ValueError(f"sampling anchor={anchor!r} needs a reader that can anchor "
                              f"({sorted(n for n, c in READERS.items() if c.can_anchor)}), this model reads {self.name!r}")
         return "none"
 

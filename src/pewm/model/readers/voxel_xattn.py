@@ -126,11 +126,14 @@ class VoxelCrossAttnReader(MemoryReader):
     Options = VoxelXAttnOptions
     uses_features = True
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        if (self.options.ray_query or self.options.ray_bias > 0) and cfg.tokens_per_frame < 2:
+    @classmethod
+    def check_config(cls, cfg, options: VoxelXAttnOptions) -> None:
+        if (options.ray_query or options.ray_bias > 0) and cfg.tokens_per_frame < 2:
             raise ValueError(f"voxel-xattn reader options ray_query/ray_bias need >= 2 tokens per frame to recover "
                              f"camera centres, got tokens_per_frame={cfg.tokens_per_frame}")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
         self.token_proj = nn.Linear(cfg.memory_dim + cfg.memory_pos_dim, cfg.width)
         self.ray_query = nn.Linear(cfg.memory_pos_dim, cfg.width) if self.options.ray_query else None
 
