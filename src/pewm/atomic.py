@@ -84,24 +84,12 @@ def atomic_path(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
 
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` (``mode`` ``"wb"`` or ``"w"``); on success fsync it and
-    rename it onto ``path`` (see the module docstring)."""
+    """Open a temporary file beside ``path`` (``mode`` ``"wb"`` or ``"w"``); when the block ends
+    without error it is fsynced and renamed onto ``path`` (:func:`atomic_path`)."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write: mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_name(path, keep_suffix=False)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
