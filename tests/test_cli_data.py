@@ -52,8 +52,8 @@ def test_errors_are_one_line_and_name_the_path(tmp_path):
     assert "nope" in r.output and "Traceback" not in r.output
     r = run("data", "generate", "--out", tmp_path / "x", "--steps", 0)
     assert r.exit_code == 2 and "--steps" in r.output
-    r = run("data", "import", tmp_path, "--out", tmp_path / "y", "--format", "scannet")
-    assert r.exit_code == 2 and "scannet" in r.output
+    r = run("data", "import", tmp_path, "--out", tmp_path / "y", "--format", "kitti")
+    assert r.exit_code == 2 and "kitti" in r.output
 
 
 def test_import_tum(tmp_path):

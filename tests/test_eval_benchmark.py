@@ -109,6 +109,160 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
     assert res["voxel-render"]["all"]["psnr"]["mean"] != res["none"]["all"]["psnr"]["mean"]
 
 
+
+def _strip_actions(src, dst, shift=0.0):
+    """A copy of dataset ``src`` whose episodes have no actions (a recording: poses only); ``shift``
+    moves every other camera by that many metres along x (off the action lattice)."""
+    import dataclasses
+    import shutil
+
+    from pewm.data import open_dataset
+
+    shutil.copytree(src, dst)
+    ds = open_dataset(dst)
+    for i in ds.episode_indices():
+        ep = ds.read(i)
+        poses = ep.poses.copy()
+        poses[1::2, 0, 3] += shift
+        ds.write(i, dataclasses.replace(ep, poses=poses, actions=None, collided=None))
+    ds.write_manifest()
+    return dst
+
+
+def test_pose_only_episodes_give_the_numbers_of_their_actions(small_dataset, micro_models, tmp_path):
+    """``pewm eval`` on episodes without actions: cuts, labels and every number equal those of the
+    same episodes evaluated with their actions (their camera moves in action steps, so they are
+    replayed with those, bit for bit); off the action lattice they are replayed along the recorded
+    poses, every row filled."""
+    data, _ = small_dataset
+    root, _, _ = micro_models
+    runs = {}
+    for name, d in (("actions", data), ("poses", _strip_actions(data, tmp_path / "poses_only")),
+                    ("off-lattice", _strip_actions(data, tmp_path / "off_lattice", shift=1e-3))):
+        cfg = BenchmarkConfig(data=str(d), out=str(tmp_path / name), model=str(root / "main"),
+                              modes=("voxel-render", "frames", "none"), seeds=1, split="all", horizon=4,
+                              min_history=8, batch=2, sampling=SamplingConfig(steps=2), videos=0)
+        runs[name] = run_benchmark(cfg)
+    a, p, off = runs["actions"], runs["poses"], runs["off-lattice"]
+    assert a["_meta"]["pose_only_episodes"] == 0 and p["_meta"]["pose_only_episodes"] == 3
+    assert a["_meta"]["replayed_along_poses"] == p["_meta"]["replayed_along_poses"] == 0
+    assert off["_meta"]["replayed_along_poses"] == 3
+    for k in ("cuts", "revisit_frames", "novel_frames", "episodes"):
+        assert a["_meta"][k] == p["_meta"][k] == off["_meta"][k]
+    for mode in ("voxel-render", "frames", "none"):
+        assert a[mode] == p[mode], mode
+        for cls in ("revisit", "novel", "all"):
+            if a[mode][cls]["psnr"]["mean"] is not None:
+                assert abs(off[mode][cls]["psnr"]["mean"] - a[mode][cls]["psnr"]["mean"]) < 0.5, (mode, cls)
+    assert a["voxel-render"]["all"]["psnr"]["mean"] != a["none"]["all"]["psnr"]["mean"]
+
+
+def _reshaped_dataset(src, dst, rows=slice(8, 56), fy_scale=1.0):
+    """A pose-only copy of ``src`` whose frames keep only ``rows`` (64x48 from 64x64: not square)
+    and whose focal length is scaled by ``fy_scale`` (the camera of another recording)."""
+    import dataclasses
+
+    from pewm.data import DatasetSpec, create_dataset, open_dataset
+    from pewm.geometry import Intrinsics
+
+    ds = open_dataset(src)
+    K = ds.intrinsics
+    h = len(range(K.height)[rows])
+    intr = Intrinsics(K.fx * fy_scale, K.fy * fy_scale, K.cx, K.cy - rows.start, K.width, h)
+    out = create_dataset(dst, DatasetSpec("reshaped", intr, action_config=None))
+    for i in ds.episode_indices():
+        ep = ds.read(i)
+        out.write(i, dataclasses.replace(ep, rgb=ep.rgb[:, rows], depth=ep.depth[:, rows], intrinsics=intr,
+                                         actions=None, collided=None))
+    out.write_manifest()
+    return dst
+
+
+def test_episodes_are_fitted_to_the_model(small_dataset, tmp_path):
+    """Square frames are resized exactly as before issue #16; a non-square recording is centre-cropped
+    by pewm.data.fit.fit_frames; a camera far from the model's field of view is refused."""
+    from pewm.data import fit_frames, open_dataset
+    from pewm.eval.benchmark import load_episodes
+    from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+
+    data, _ = small_dataset
+    cfg = BenchmarkConfig(data=str(data), split="all", horizon=4, min_history=8)
+    ds = open_dataset(data)
+    for e, path in zip(load_episodes(cfg, 16), ds.episode_paths()):
+        ep = ds.read(path)  # the resize of load_episodes before issue #16, verbatim
+        rgb = (resize_rgb(torch.from_numpy(np.asarray(ep.rgb)).permute(0, 3, 1, 2).float() / 255, 16, 16)
+               .permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
+        depth = resize_depth(torch.from_numpy(np.asarray(ep.depth, dtype=np.float32)), 16, 16).numpy()
+        K = np.asarray(scale_intrinsics(ep.intrinsics.matrix, (64, 64), (16, 16)), dtype=np.float64)
+        assert np.array_equal(e.frames_rgb, rgb) and np.array_equal(e.frames_depth, depth) and np.array_equal(e.K, K)
+    native = load_episodes(cfg, 64)[0]
+    assert np.array_equal(native.frames_rgb, ds.read(0).rgb) and native.actions is not None
+
+    wide = _reshaped_dataset(data, tmp_path / "wide")
+    cfg = BenchmarkConfig(data=str(wide), split="all", horizon=4, min_history=8)
+    eps = load_episodes(cfg, 16)
+    ep = open_dataset(wide).read(0)
+    rgb, depth, K = fit_frames(ep.rgb, ep.depth, ep.intrinsics.matrix, 16, 16)
+    assert eps[0].actions is None and eps[0].frames_rgb.shape == (41, 16, 16, 3)
+    assert np.array_equal(eps[0].frames_rgb, rgb) and np.array_equal(eps[0].frames_depth, depth)
+    assert np.allclose(eps[0].K, K) and abs(eps[0].K[0, 2] - 7.5) < 1e-9  # the crop is centred
+
+    narrow = _reshaped_dataset(data, tmp_path / "narrow", fy_scale=4.0)
+    with pytest.raises(ValueError, match=r"ep_000000.*K: vertical field of view 21.2 deg .*--allow-any-fov"):
+        load_episodes(BenchmarkConfig(data=str(narrow), split="all", horizon=4, min_history=8), 16)
+    assert len(load_episodes(BenchmarkConfig(data=str(narrow), split="all", horizon=4, min_history=8,
+                                             allow_any_fov=True), 16)) == 3
+
+
+def test_imagine_walks_along_poses_as_along_actions(small_dataset, micro_models):
+    """A recorded walk (poses only) is imagined exactly like the actions that lead along it."""
+    import dataclasses
+
+    from pewm.data import open_dataset
+    from pewm.eval.walks import imagine, walk_from_episode
+    from pewm.geometry import poses_from_actions
+
+    data, _ = small_dataset
+    _, m, _ = micro_models
+    ep = open_dataset(data).read(0)
+    walk = walk_from_episode(ep, 16, start=3, steps=5)
+    assert walk.actions is None and walk.steps == 5 and walk.rgb.shape == (6, 16, 16, 3) and len(walk.memory_rgb) == 1
+    acts = np.asarray(ep.actions[3:8])
+    by_actions = dataclasses.replace(walk, actions=acts, poses=poses_from_actions(walk.poses[0], acts))
+    by_poses = dataclasses.replace(by_actions, actions=None)
+    sampling = SamplingConfig(steps=2)
+    for use_memory in (True, False):
+        a = imagine(m, by_actions, use_memory, sampling, seed=1)
+        p = imagine(m, by_poses, use_memory, sampling, seed=1)
+        assert np.array_equal(a[0], p[0]) and np.array_equal(a[1], p[1]) and np.array_equal(a[3], p[3])
+    with pytest.raises(ValueError, match=r"--start 40: .* 41 frames"):
+        walk_from_episode(ep, 16, start=40)
+    with pytest.raises(ValueError, match=r"--steps 9: .* 8 frames after --start 32"):
+        walk_from_episode(ep, 16, start=32, steps=9)
+
+
+def test_demo_on_a_recorded_pose_only_episode(small_dataset, micro_models, tmp_path):
+    data, _ = small_dataset
+    root, _, _ = micro_models
+    poses_only = _reshaped_dataset(data, tmp_path / "rec")  # 64x48, no actions
+    runner = CliRunner()
+    base = ["demo", "--model", str(root / "main"), "--sampling-steps", "2"]
+    r = runner.invoke(app, base + ["--out", str(tmp_path / "demo"), "--data", str(poses_only), "--episode", "1",
+                                   "--start", "2", "--steps", "5"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["frames"] == 6 and summary["house_seed"] is None and "episode 1 from frame 2" in summary["walk"]
+    assert summary["revisit_frames"] + summary["novel_frames"] == 5
+    assert set(summary["results"]) == {"with memory", "without memory"}
+    assert (tmp_path / "demo" / "demo.mp4").stat().st_size > 0
+    for extra, culprit in ((["--episode", "1"], "--data"), (["--start", "3"], "--data"),
+                           (["--data", str(poses_only), "--look-around", "2"], "--look-around"),
+                           (["--data", str(poses_only), "--episode", "7"], "--episode 7"),
+                           (["--data", str(poses_only), "--start", "40"], "--start 40")):
+        r = runner.invoke(app, base + ["--out", str(tmp_path / "bad")] + extra)
+        assert r.exit_code == 2 and culprit in r.output and "Traceback" not in r.output, (extra, r.output)
+
+
 def test_eval_cli_errors(small_dataset, micro_models, tmp_path):
     data, _ = small_dataset
     root, _, _ = micro_models

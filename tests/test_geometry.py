@@ -172,3 +172,19 @@ def test_invalid_action_ids_are_named():
         Action.check([0, 1, 7])
     with pytest.raises(ValueError, match="invalid action id -1"):
         poses_from_actions(np.eye(4), [-1])
+
+
+def test_actions_from_poses_recovers_the_actions_of_a_path():
+    from pewm.geometry import actions_from_poses
+
+    start = camera_pose_from_agent(1.0, 2.0, 0.3, 1.25, math.radians(-10.0))
+    acts = np.array([0, 1, 1, 0, 2, 0, 0])
+    P = poses_from_actions(start, acts)
+    assert np.array_equal(actions_from_poses(P), acts)
+    assert actions_from_poses(P[:1]).shape == (0,)
+    moved = P.copy()
+    moved[3, 0, 3] += 1e-4  # off the action lattice: a recording
+    assert actions_from_poses(moved) is None
+    assert actions_from_poses(np.stack([start, start])) is None  # standing still is no action
+    with pytest.raises(ValueError, match=r"\(T \+ 1, 4, 4\)"):
+        actions_from_poses(np.eye(4))

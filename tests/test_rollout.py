@@ -262,6 +262,65 @@ def test_rollout_rejects_memories_of_another_reader_or_shared():
         rollout(m, rgb, depth, pose, K, [0], memories=[same, same])
 
 
+
+@pytest.mark.parametrize("reader", ["voxel-render", "frames"])
+def test_rollout_along_poses_is_bit_identical_to_rollout_of_actions(reader):
+    """Recordings have poses, not actions: the same camera path given as poses rolls out exactly the
+    same frames (T = 5: a partial last chunk padded with "stay" poses)."""
+    m = _model(reader)
+    rgb, depth, pose, K = _start()
+    actions = np.array([[0, 1, 0, 2, 0], [2, 2, 0, 0, 1]])
+    fut = np.stack([poses_from_actions(pose[b], actions[b])[1:] for b in range(2)])
+    sampling = SamplingConfig(steps=STEPS, anchor="both") if reader == "voxel-render" else SAMPLING
+    a = rollout(m, rgb, depth, pose, K, actions, sampling=sampling, generator=_gen(2))
+    p = rollout(m, rgb, depth, pose, K, poses=fut, sampling=sampling, generator=_gen(2))
+    assert p.actions is None and np.array_equal(a.actions, actions)
+    assert torch.equal(a.rgb, p.rgb) and torch.equal(a.depth, p.depth) and torch.equal(a.poses, p.poses)
+    assert a.memory_sizes == p.memory_sizes and a.num_chunks == p.num_chunks == 3
+    # one (T, 4, 4) path for every rollout
+    one = rollout(m, rgb, depth, pose[:1].repeat(2, 0), K, poses=fut[0], sampling=SAMPLING, generator=_gen())
+    assert one.rgb.shape == (2, 6, 16, 16, 3) and torch.equal(one.poses[0, 1:], one.poses[1, 1:])
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(), r"exactly one of actions=.* or poses="),
+        (dict(actions=[0], poses=np.eye(4)[None]), r"exactly one of actions="),
+        (dict(poses=np.eye(4)), r"poses has shape \(4, 4\), expected \(B=2, T, 4, 4\)"),
+        (dict(poses=np.tile(np.eye(4), (3, 1, 1, 1))), r"poses has shape \(3, 1, 4, 4\)"),
+        (dict(poses=np.full((2, 1, 4, 4), np.nan)), r"poses contains NaN"),
+        (dict(poses=np.tile(np.diag([1.0, 1.0, -1.0, 1.0]), (2, 1, 1, 1))), r"poses rotation block has determinant -1"),
+    ],
+)
+def test_rollout_rejects_bad_poses_naming_the_argument(kw, match):
+    rgb, depth, pose, K = _start()
+    with pytest.raises(ValueError, match=match):
+        rollout(_model(), rgb, depth, pose, K, sampling=SAMPLING, **kw)
+
+
+def test_intrinsics_far_from_the_training_field_of_view_are_refused():
+    m = _model("frames")
+    rgb, depth, pose, _ = _start()
+    narrow = intrinsics_from_fov(16, 16, 20.0)
+    with pytest.raises(ValueError, match=r"K: vertical field of view 20\.0 deg .* outside the 40-135 deg .* 90 deg"):
+        rollout(m, rgb, depth, pose, narrow, [0], sampling=SAMPLING)
+    with pytest.raises(ValueError, match=r"K\[1\]: vertical field of view 160\.0 deg"):
+        rollout(m, rgb, depth, pose, np.stack([intrinsics_from_fov(16, 16, 90.0).matrix,
+                                               intrinsics_from_fov(16, 16, 160.0).matrix]), [0], sampling=SAMPLING)
+    with pytest.raises(ValueError, match=r"allow_any_fov=True"):
+        m.generate(rgb, depth, pose, narrow, actions=[0] * m.config.frames, sampling=SAMPLING)
+    with pytest.raises(ValueError, match=r"K: vertical field of view"):
+        WorldModelEnv(m, num_envs=2, K=narrow)
+    # the TUM (~50 deg) and ScanNet (~45 deg) cameras pass; allow_any_fov lets anything through
+    for fov in (45.0, 50.0, 90.0, 130.0):
+        rollout(m, rgb, depth, pose, intrinsics_from_fov(16, 16, fov), [0], sampling=SAMPLING)
+    r = rollout(m, rgb, depth, pose, narrow, [0], sampling=SAMPLING, allow_any_fov=True)
+    assert r.rgb.shape == (2, 2, 16, 16, 3)
+    m.generate(rgb, depth, pose, narrow, actions=[0] * m.config.frames, sampling=SAMPLING, allow_any_fov=True)
+    assert WorldModelEnv(m, num_envs=2, K=narrow, allow_any_fov=True).K.shape == (2, 3, 3)
+
+
 # -- WorldModelEnv -------------------------------------------------------------------------------------
 
 
@@ -295,6 +354,30 @@ def test_env_reset_step_and_step_chunk():
         np.testing.assert_allclose(chunk["pose"][b], poses_from_actions(prev[b], acts[b])[1:], atol=1e-12)
     assert [mem.frames_added for mem in env.memories] == [2 + H, 2 + H] and (info["memory_sizes"] >= start_sizes).all()
     assert np.array_equal(env.render(), chunk["rgb"][0, -1])
+
+
+def test_env_step_poses_imagines_the_same_frames_as_the_actions():
+    m = _model("voxel-render")
+    H = m.config.frames
+    rgb, depth, pose, _ = _start()
+    acts = np.array([[0, 2], [1, 0]])[:, :H]
+    runs = []
+    for use_poses in (False, True):
+        env = WorldModelEnv(m, num_envs=2, sampling=SAMPLING, seed=3)
+        env.reset(options={"rgb": rgb, "depth": depth, "pose": pose})
+        if use_poses:
+            fut = np.stack([poses_from_actions(pose[b], acts[b])[1:] for b in range(2)])
+            out = env.step_poses(fut)
+        else:
+            out = env.step_chunk(acts)
+        runs.append((out, [len(mm) for mm in env.memories], env.step_count))
+    (a, sa, na), (p, sp, np_) = runs
+    assert all(np.array_equal(a[0][k], p[0][k]) for k in ("rgb", "depth", "pose"))
+    assert sa == sp and na == np_ == H and a[1].shape == p[1].shape == (2, H)
+    with pytest.raises(ValueError, match=r"step_poses: poses has shape \(4, 4\), expected \(num_envs=2, k, 4, 4\)"):
+        env.step_poses(np.eye(4))
+    with pytest.raises(ValueError, match=r"poses has 3 poses per rollout, at most 2"):
+        env.step_poses(np.tile(np.eye(4), (2, 3, 1, 1)))
 
 
 def test_env_reset_with_memory_and_seed_is_reproducible():

@@ -14,6 +14,11 @@ saw (and what it imagined); without it, it invents a new room. ``demo/`` receive
 (ground truth | with memory | without memory | top-down view of the growing map),
 ``summary.json`` and the table printed at the end: PSNR / depth AbsRel against the ground truth on
 revisit frames (most of the view observed in the start view) and on novel frames.
+
+With ``--data DATASET --episode N`` the walk is a recorded episode instead (a ``pewm data import``
+of your own recording, or a generated one): frame ``--start`` is the start view and the only frame
+in the memory, and the model imagines the recorded camera path from there (poses are enough: a
+recording needs no actions), with and without memory; same video, summary and table.
 """
 
 from __future__ import annotations
@@ -31,9 +36,19 @@ from rich.table import Table
 
 from pewm.assets import load_model, resolve_model_path
 from pewm.atomic import atomic_write_text
+from pewm.data import open_dataset
+from pewm.eval.episode_map import check_episode_index
 from pewm.eval.metrics import depth_absrel, psnr
 from pewm.eval.revisit import observed_fraction
-from pewm.eval.walks import WalkEpisode, demo_house_seed, ground_truth, imagine, turn_away_and_back
+from pewm.eval.walks import (
+    WalkConfig,
+    WalkEpisode,
+    demo_house_seed,
+    ground_truth,
+    imagine,
+    turn_away_and_back,
+    walk_from_episode,
+)
 from pewm.model import SamplingConfig
 from pewm.outputs import check_output_dir
 from pewm.video import fit_into, hstack_panels, label, resize_nearest, write_video
@@ -41,15 +56,22 @@ from pewm.video import fit_into, hstack_panels, label, resize_nearest, write_vid
 
 @dataclass
 class DemoConfig:
-    """``steps``: actions of the imagined walk; ``look_around``: extra ground-truth turns (15° each)
-    fused with the start view before imagining (24 = a full turn; 0 = the start view alone);
-    ``sampling``: DDIM steps, anchoring, render supersampling (None fields: the model's defaults);
-    ``fuse``: generated frames fused ``novel`` (only where the map has nothing yet) or ``all``."""
+    """``steps``: frames of the imagined walk (None: 128 in a house, the rest of a recorded episode);
+    ``look_around``: extra ground-truth turns (15° each) fused with the start view before imagining
+    (24 = a full turn; 0 = the start view alone; houses only); ``data``/``episode``/``start``: walk
+    a recorded dataset episode from frame ``start`` instead of a house (``episode`` None: the
+    dataset's first); ``sampling``: DDIM steps, anchoring, render supersampling (None fields: the
+    model's defaults); ``fuse``: generated frames fused ``novel`` (only where the map has nothing
+    yet) or ``all``; ``allow_any_fov``: imagine with a camera far from the model's field of view."""
 
     out: str = "demo"
     seed: int = 0
-    steps: int = 128
+    steps: int | None = None
     look_around: int = 0
+    data: str | None = None
+    episode: int | None = None
+    start: int = 0
+    allow_any_fov: bool = False
     model: str | None = None
     threads: int | None = None
     revisit_threshold: float = 0.5
@@ -60,6 +82,7 @@ class DemoConfig:
 
 DEMO_ARTEFACTS = ("demo.mp4", "summary.json")
 MAX_STEPS = 10000  # an imagined walk longer than this is a typo (128 steps take ~30 s on a CPU)
+HOUSE_STEPS = 128  # the house walk's default length
 
 
 def _video(path: Path, ep: WalkEpisode, with_mem, without_mem, maps, chunk_of, revisit) -> Path:
@@ -72,10 +95,18 @@ def _video(path: Path, ep: WalkEpisode, with_mem, without_mem, maps, chunk_of, r
             label(resize_nearest(ep.rgb[t], size), f"ground truth {tag}"),
             label(resize_nearest(with_mem[t], size), "with memory"),
             label(resize_nearest(without_mem[t], size), "without memory"),
-            label(fit_into(top, size, size), "memory map (top)" if maps else "house (top, ground truth)"),
+            label(fit_into(top, size, size), "memory map (top)" if maps else ep.topdown_label),
         ]
         frames.append(hstack_panels(panels))
     return write_video(path, frames, fps=6)
+
+
+def _recorded_episode(cfg: DemoConfig):
+    """``(description, episode)`` of ``--data``/``--episode`` (the dataset's first when not given)."""
+    ds = open_dataset(cfg.data)
+    have = ds.episode_indices()
+    index = check_episode_index(ds, have[0] if cfg.episode is None and have else cfg.episode)
+    return f"{ds.root} episode {index}", ds.read(index)
 
 
 def run_demo(cfg: DemoConfig, console=None) -> dict:
@@ -85,31 +116,45 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if not 1 <= cfg.steps <= MAX_STEPS:
+    if cfg.steps is not None and not 1 <= cfg.steps <= MAX_STEPS:
         raise ValueError(f"--steps must be in 1..{MAX_STEPS}, got {cfg.steps}")
     if cfg.fuse not in ("novel", "all"):
         raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
+    if cfg.data is None and (cfg.episode is not None or cfg.start != 0):
+        raise ValueError(f"{'--episode' if cfg.episode is not None else '--start'} needs --data DATASET "
+                         "(it picks the recorded walk)")
+    if cfg.data is not None and cfg.look_around:
+        raise ValueError("--look-around: not available with --data (a recording has no look-around views; the memory "
+                         "starts from the --start frame)")
     t_start = time.perf_counter()
     out = Path(cfg.out)
     check_output_dir(out, DEMO_ARTEFACTS, cfg.overwrite, remove=False)  # (both files are replaced atomically)
+    episode = _recorded_episode(cfg) if cfg.data is not None else None  # a bad --data fails before the model loads
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_path(cfg.model)
     model = load_model(model_dir)
     res = model.config.image_height
     console.print(f"model: {model_dir} (reader {model.config.reader}, {res}x{res}, H={model.config.frames})")
-    with console.status("building an unseen house and its ground truth"):
-        ep = ground_truth(cfg, res)
-    console.print(f"house seed {ep.house_seed}: look-around of {len(ep.memory_rgb)} frame{'s' if len(ep.memory_rgb) != 1 else ''}, walk of {len(ep.actions)} actions")
-    T = len(ep.actions)
+    if episode is None:
+        with console.status("building an unseen house and its ground truth"):
+            walk = WalkConfig(cfg.seed, HOUSE_STEPS if cfg.steps is None else cfg.steps, cfg.look_around)
+            ep = ground_truth(walk, res)
+        console.print(f"house seed {ep.house_seed}: look-around of {len(ep.memory_rgb)} frame{'s' if len(ep.memory_rgb) != 1 else ''}, walk of {len(ep.actions)} actions")
+    else:
+        ep = walk_from_episode(episode[1], res, cfg.start, cfg.steps, source=episode[0])
+        console.print(f"{ep.source}: walk of {ep.steps} recorded camera poses, the start view in the memory")
+    T = ep.steps
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         ta = progress.add_task("imagining with memory   ", total=T)
         novel_only = cfg.fuse == "novel"
-        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg.sampling, cfg.seed, novel_only, progress, ta)
+        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg.sampling, cfg.seed, novel_only, progress, ta,
+                                                       cfg.allow_any_fov)
         tb = progress.add_task("imagining without memory", total=T)
-        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg.sampling, cfg.seed, novel_only, progress, tb)
+        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg.sampling, cfg.seed, novel_only, progress, tb,
+                                                   cfg.allow_any_fov)
     frac = observed_fraction(ep.depth, ep.poses, ep.K, ep.memory_depth, ep.memory_poses, ep.K)
     revisit = np.asarray(frac) >= cfg.revisit_threshold
     rows = {}
@@ -125,7 +170,8 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         }
     video = _video(out / "demo.mp4", ep, with_mem, without_mem, maps, chunk_of, revisit)
     summary = {
-        "model": str(model_dir), "house_seed": ep.house_seed, "config": asdict(cfg),
+        "model": str(model_dir), "house_seed": ep.house_seed if episode is None else None, "walk": ep.source,
+        "config": asdict(cfg),
         "frames": T + 1, "revisit_frames": int(sel["revisit"].sum()), "novel_frames": int(sel["novel"].sum()),
         "results": rows, "seconds": time.perf_counter() - t_start, "video": str(video),
     }

@@ -15,6 +15,11 @@ view and every generated chunk fused and read back) and once with an empty memor
 top-down view of the map growing) and OUT/summary.json, and prints PSNR / depth AbsRel against
 the ground truth on revisit frames (mostly seen in the start view) and novel frames.
 
+With --data DATASET [--episode N] [--start S] the walk is a recorded episode instead (your own
+recording imported with pewm data import; poses are enough, no actions needed): frame S is the
+start view and the only frame in the memory, and the model imagines the recorded camera path from
+there, with and without memory. Frames of another size are centre-cropped and resized to the model.
+
 \b
 Uses the model shipped with pewm unless --model is given. About 30 s on a 2-core CPU.
 """
@@ -25,10 +30,15 @@ def register(app: typer.Typer) -> None:
     def demo_command(
         out: Path = typer.Option(Path("demo"), "--out", "-o", help="output directory"),
         seed: int = typer.Option(0, help="which unseen house (and start pose, walk and sampling noise)"),
-        steps: int = typer.Option(128, help="actions of the imagined walk (8 frames per generated chunk)"),
+        steps: Optional[int] = typer.Option(
+            None, help="frames of the imagined walk (8 per generated chunk) [128; with --data: the rest of the episode]"
+        ),
         look_around: int = typer.Option(
             0, help="extra ground-truth 15-degree turns at the start fused into the memory (24 = a full turn)"
         ),
+        data: Optional[Path] = typer.Option(None, "--data", "-d", help="walk a recorded episode of this dataset"),
+        episode: Optional[int] = typer.Option(None, help="with --data: the episode index [the dataset's first]"),
+        start: int = typer.Option(0, help="with --data: the start frame (the only frame in the memory)"),
         sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
         fuse: str = typer.Option(
@@ -39,6 +49,9 @@ def register(app: typer.Typer) -> None:
                        "[model default]"
         ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+        allow_any_fov: bool = typer.Option(
+            False, "--allow-any-fov", help="imagine with a camera whose field of view is far from the model's (90 deg)"
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace demo.mp4 and summary.json of an earlier run in --out"),
     ) -> None:
         from pewm.cli.common import console, user_errors
@@ -48,5 +61,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             sampling = SamplingConfig(steps=sampling_steps, anchor=anchor)
             run_demo(DemoConfig(out=str(out), seed=seed, steps=steps, look_around=look_around, sampling=sampling,
-                                model=str(model) if model else None, threads=threads, fuse=fuse, overwrite=overwrite),
+                                model=str(model) if model else None, threads=threads, fuse=fuse, overwrite=overwrite,
+                                data=str(data) if data else None, episode=episode, start=start,
+                                allow_any_fov=allow_any_fov),
                      console=console)

@@ -11,7 +11,8 @@ HELP = """Benchmark memory modes on held-out houses, as in the paper's Table 1.
 
 For every episode of --split, the memory is built from the ground-truth frames before a cut point
 (chosen so the following frames revisit much of what was seen), the model rolls out --horizon
-frames with the ground-truth actions, and every frame is scored against the ground truth (PSNR,
+frames with the ground-truth actions (episodes without actions, e.g. your own imported recordings:
+along their recorded camera poses), and every frame is scored against the ground truth (PSNR,
 SSIM, depth AbsRel and delta<1.25, scene-revisit consistency), separately for revisit frames
 (mostly seen before the cut) and novel frames, as mean +- std over --seeds sampling seeds.
 
@@ -68,6 +69,9 @@ def register(app: typer.Typer) -> None:
         allow_incomplete: bool = typer.Option(
             False, "--allow-incomplete", help="evaluate on a dataset that fails the completeness check (missing, "
                                               "extra or unfinished files; see pewm data verify)"),
+        allow_any_fov: bool = typer.Option(
+            False, "--allow-any-fov", help="evaluate episodes whose camera's field of view is far from the model's "
+                                           "(90 deg; refused by default)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier run in --out"),
     ) -> None:
         from pewm.cli.common import console, parse_key_values, user_errors
@@ -84,6 +88,6 @@ def register(app: typer.Typer) -> None:
                 horizon=horizon, min_history=min_history, max_episodes=max_episodes, batch=batch, sampling=sampling,
                 dinov2_weights=str(dinov2_weights) if dinov2_weights else None, videos=videos, threads=threads,
                 long_horizon=long_horizon, long_steps=long_steps, fuse=fuse, overwrite=overwrite,
-                allow_incomplete=allow_incomplete,
+                allow_incomplete=allow_incomplete, allow_any_fov=allow_any_fov,
             )
             run_benchmark(cfg, console=console)

@@ -31,6 +31,17 @@ Options left out come from --preset (or, with --resume, from the run's config.js
 """
 
 
+def _init_path(init: Optional[Path]) -> Optional[str]:
+    """``--init``: a path, or ``shipped`` for the model shipped with pewm."""
+    if init is None:
+        return None
+    if str(init) == "shipped":
+        from pewm.assets import default_model_dir
+
+        return str(default_model_dir())
+    return str(init)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``train`` command to the ``pewm`` CLI."""
 
@@ -42,7 +53,8 @@ def register(app: typer.Typer) -> None:
         stage: Optional[str] = typer.Option(None, help="autoencoder (stage 0, latent models) | backbone (stage 1, no memory) | memory (stage 2, frozen backbone)"),
         reader: Optional[str] = typer.Option(None, help="memory reader: voxel-xattn | frames | voxel-render | none"),
         init: Optional[Path] = typer.Option(
-            None, help="run, checkpoint or model directory to start from (stage 0 for --stage backbone of latent models, stage 1 for --stage memory)"
+            None, help="run, checkpoint or model directory to start from (stage 0 for --stage backbone of latent models, "
+                       "stage 1 for --stage memory); 'shipped' = the model shipped with pewm (fine-tuning)"
         ),
         resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its latest checkpoint"),
         overwrite: bool = typer.Option(
@@ -98,7 +110,7 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             overrides = dict(
                 data=str(data) if data is not None else None, stage=stage, reader=reader,
-                init=str(init) if init is not None else None, steps=steps, batch_size=batch_size,
+                init=_init_path(init), steps=steps, batch_size=batch_size,
                 grad_accum=grad_accum, lr=lr, warmup_steps=warmup_steps, lr_schedule=lr_schedule,
                 grad_clip=grad_clip, ema_decay=ema_decay, precision=precision, seed=seed, split=split,
                 history=history, max_episodes=max_episodes, allow_incomplete=allow_incomplete or None,

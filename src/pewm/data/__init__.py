@@ -1,7 +1,8 @@
 """The on-disk dataset format: episodes, dataset directories, verification and imports.
 
 See ``docs/data-format.md``. Depends only on numpy, the standard library, ``pewm.geometry`` and
-``pewm.atomic`` (Pillow is imported lazily by the TUM importer, rich lazily for progress bars).
+``pewm.atomic`` (Pillow and scipy.sparse are imported lazily by the importers and the fit, rich
+lazily for progress bars).
 """
 
 from pewm.atomic import TEMP_SUFFIX, atomic_write
@@ -32,6 +33,11 @@ from pewm.data.io import (
 )
 from pewm.data.manifest import Manifest, file_sha256
 from pewm.data.tum import TUM_FR1_INTRINSICS, TumFormatError, TumImportReport, import_tum
+from pewm.data.fit import fit_frames, fit_intrinsics, fov_deg
+from pewm.data.importing import ImportFormatError, ImportReport
+from pewm.data.scannet import ScanNetFormatError, import_scannet
+from pewm.data.folder import FolderFormatError, import_folder
+from pewm.data.export import LAYOUTS, export_episode, export_folder, export_scannet, export_tum
 
 
 __all__ = [
@@ -50,15 +56,29 @@ __all__ = [
     "Episode",
     "EpisodeError",
     "EpisodeInfo",
+    "FolderFormatError",
+    "ImportFormatError",
+    "ImportReport",
+    "LAYOUTS",
     "Manifest",
     "Problem",
+    "ScanNetFormatError",
     "TumFormatError",
     "TumImportReport",
     "atomic_write",
     "check_episode_file",
     "completeness_problems",
     "create_dataset",
+    "export_episode",
+    "export_folder",
+    "export_scannet",
+    "export_tum",
     "file_sha256",
+    "fit_frames",
+    "fit_intrinsics",
+    "fov_deg",
+    "import_folder",
+    "import_scannet",
     "import_tum",
     "open_dataset",
     "read_episode",

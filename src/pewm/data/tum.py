@@ -23,32 +23,30 @@ from pathlib import Path
 
 import numpy as np
 
-from pewm.atomic import TEMP_SUFFIX
-from pewm.data.dataset import Dataset, DatasetError, DatasetSpec, create_dataset
-from pewm.data.dataset_spec import DATASET_JSON, EPISODE_RE, EPISODES_DIR
-from pewm.data.episode import SPLITS, Episode
-from pewm.data.io import write_episode_frames
-from pewm.data.manifest import HOUSES_DIR, MANIFEST_JSON, Manifest
+from pewm.data.dataset import Dataset, DatasetSpec
+from pewm.data.episode import Episode
+from pewm.data.importing import (
+    DEPTH_PNG_MODES,
+    IMPORT_COMPRESSLEVEL,
+    Fit,
+    ImportFormatError,
+    check_options,
+    existing_dataset_files,
+    prefetch,
+    progress_steps,
+    write_import,
+)
 from pewm.geometry import Intrinsics, make_pose, quaternion_to_matrix
 
 TUM_FR1_INTRINSICS = {"fx": 525.0, "fy": 525.0, "cx": 319.5, "cy": 239.5}
 """The default ROS intrinsics TUM recommends for uncalibrated use (640x480)."""
 
 
-_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I")
+_DEPTH_MODES = DEPTH_PNG_MODES
 
 
-class TumFormatError(ValueError):
+class TumFormatError(ImportFormatError):
     """A TUM sequence is missing a file or has a malformed line/image. Names the file (and line)."""
-
-    def __init__(self, message: str, path: str | Path, line: int | None = None) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.reason = message
-        super().__init__(f"{self.path}{'' if line is None else f':{line}'}: {message}")
-
-    def __reduce__(self):
-        return (type(self), (self.reason, self.path, self.line))
 
 
 @dataclass
@@ -110,25 +108,6 @@ def _nearest(query: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return j, np.abs(ref[j] - query)
 
 
-def _progress(total: int, progress, label: str) -> tuple[Callable[[Path], None], Callable[[], None]]:
-    if callable(progress):
-        count = [0]
-
-        def step(p: Path) -> None:
-            count[0] += 1
-            progress(count[0], total, p)
-
-        return step, lambda: None
-    if not progress:
-        return (lambda p: None), (lambda: None)
-    from rich.progress import Progress
-
-    bar = Progress()
-    bar.start()
-    task = bar.add_task(label, total=total)
-    return (lambda p: bar.advance(task)), bar.stop
-
-
 def import_tum(
     src: str | Path,
     out: str | Path,
@@ -143,9 +122,10 @@ def import_tum(
     *,
     split: str = "test",
     name: str | None = None,
-    compresslevel: int = 6,
+    compresslevel: int = IMPORT_COMPRESSLEVEL,
     progress: bool | Callable[[int, int, Path], None] = False,
     overwrite: bool = False,
+    resolution: int | None = None,
 ) -> TumImportReport:
     """Import the TUM RGB-D sequence in ``src`` as a one-episode dataset in ``out``.
 
@@ -157,9 +137,10 @@ def import_tum(
     Images are streamed, so memory stays bounded for long sequences.
 
     The dataset's ``manifest.json`` is written before the episode and records it when it is
-    complete. ``out`` must be new or empty; an existing dataset there is replaced with
-    ``overwrite`` (after the source was checked; only a directory holding nothing but dataset
-    files is removed).
+    complete. ``resolution`` (pixels) centre-crops and resizes the frames to a square of that size
+    with :func:`pewm.data.fit.fit_frames` (intrinsics updated). ``out`` must be new or empty; an
+    existing dataset there is replaced with ``overwrite`` (after the source was checked; only a
+    directory holding nothing but dataset files is removed).
 
     Raises :class:`TumFormatError` naming the file (and line) for missing files, malformed lines
     and images of the wrong size or mode; :class:`pewm.data.DatasetError` if ``out`` already holds a
@@ -170,17 +151,10 @@ def import_tum(
     src = Path(src)
     if not src.is_dir():
         raise TumFormatError("not a directory", src)
-    if split not in SPLITS:
-        raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
-    if stride < 1:
-        raise ValueError(f"--stride must be >= 1, got {stride}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {max_frames}")
-    if not depth_scale > 0:
-        raise ValueError(f"--depth-scale must be positive, got {depth_scale}")
+    check_options(split, stride, max_frames, resolution, depth_scale, compresslevel)
     name = name or src.resolve().name
     out = Path(out)
-    old_files = _existing_dataset_files(out, overwrite)
+    old_files = existing_dataset_files(out, overwrite)
 
     rgb_list = _read_list(src / "rgb.txt", 2)
     depth_list = sorted(_read_list(src / "depth.txt", 2), key=lambda r: r[1])
@@ -254,32 +228,41 @@ def import_tum(
         check_header(*f, ("RGB",), "rgb")
     for f in depth_files:
         check_header(*f, _DEPTH_MODES, "depth (16-bit PNG)")
-    K = Intrinsics(float(fx), float(fy), float(cx), float(cy), W, H)
+    fit = Fit.to(Intrinsics(float(fx), float(fy), float(cx), float(cy), W, H), resolution)
+    K = fit.K
 
-    step, done = _progress(2 * len(keep), progress, f"importing {name}")
+    step, done = progress_steps(2 * len(keep), progress, f"importing {name}")
+
+    def load_rgb(f: tuple[Path, int, Path]) -> np.ndarray:
+        listed_in, line, p = f
+        img = open_image(listed_in, line, p)
+        if img.mode != "RGB":
+            raise TumFormatError(f"rgb image has mode {img.mode!r}, expected 'RGB' (8-bit colour)", p)
+        if img.size != (W, H):
+            raise TumFormatError(f"image is {img.size[0]}x{img.size[1]}, expected {W}x{H} like the first frame", p)
+        return fit.rgb(np.asarray(img, dtype=np.uint8))
+
+    def load_depth(f: tuple[Path, int, Path]) -> np.ndarray:
+        listed_in, line, p = f
+        img = open_image(listed_in, line, p)
+        if img.mode not in _DEPTH_MODES:
+            raise TumFormatError(f"depth image has mode {img.mode!r}, expected a 16-bit PNG ('I;16' or 'I')", p)
+        if img.size != (W, H):
+            raise TumFormatError(f"image is {img.size[0]}x{img.size[1]}, expected {W}x{H} like the rgb frames", p)
+        raw = np.asarray(img)
+        if raw.dtype.kind not in "ui" or (raw.size and (raw.min() < 0 or raw.max() > 65535)):
+            raise TumFormatError(f"depth values out of the 16-bit range (dtype {raw.dtype})", p)
+        return fit.depth((raw.astype(np.float64) / depth_scale).astype(np.float32))
 
     def rgb_frames() -> Iterator[np.ndarray]:
-        for listed_in, line, p in rgb_files:
-            img = open_image(listed_in, line, p)
-            if img.mode != "RGB":
-                raise TumFormatError(f"rgb image has mode {img.mode!r}, expected 'RGB' (8-bit colour)", p)
-            if img.size != (W, H):
-                raise TumFormatError(f"image is {img.size[0]}x{img.size[1]}, expected {W}x{H} like the first frame", p)
-            yield np.asarray(img, dtype=np.uint8)
-            step(p)
+        for f, frame in zip(rgb_files, prefetch(load_rgb, rgb_files)):
+            yield frame
+            step(f[2])
 
     def depth_frames() -> Iterator[np.ndarray]:
-        for listed_in, line, p in depth_files:
-            img = open_image(listed_in, line, p)
-            if img.mode not in _DEPTH_MODES:
-                raise TumFormatError(f"depth image has mode {img.mode!r}, expected a 16-bit PNG ('I;16' or 'I')", p)
-            if img.size != (W, H):
-                raise TumFormatError(f"image is {img.size[0]}x{img.size[1]}, expected {W}x{H} like the rgb frames", p)
-            raw = np.asarray(img)
-            if raw.dtype.kind not in "ui" or (raw.size and (raw.min() < 0 or raw.max() > 65535)):
-                raise TumFormatError(f"depth values out of the 16-bit range (dtype {raw.dtype})", p)
-            yield (raw.astype(np.float64) / depth_scale).astype(np.float32)
-            step(p)
+        for f, frame in zip(depth_files, prefetch(load_depth, depth_files)):
+            yield frame
+            step(f[2])
 
     meta = {
         "source": "tum_rgbd",
@@ -288,6 +271,7 @@ def import_tum(
         "depth_scale": depth_scale,
         "max_time_diff": max_time_diff,
         "stride": stride,
+        "resolution": resolution,
         "timestamps": [float(t) for t in rgb_ts[keep]],
         "depth_timestamps": [float(t) for t in d_ts[dj[keep]]],
         "pose_timestamps": [float(t) for t in g_ts[gj[keep]]],
@@ -295,7 +279,8 @@ def import_tum(
         "dropped_no_pose": int((has_depth & ~has_pose).sum()),
     }
     header = Episode(
-        rgb=np.zeros((1, H, W, 3), np.uint8), depth=np.zeros((1, H, W), np.float32), poses=poses, actions=None,
+        rgb=np.zeros((1, K.height, K.width, 3), np.uint8), depth=np.zeros((1, K.height, K.width), np.float32),
+        poses=poses, actions=None,
         intrinsics=K, collided=None, episode_id=name, house_id=name, split=split, kind="tum", meta=meta,
     )  # fmt: skip
     spec = DatasetSpec(
@@ -306,76 +291,13 @@ def import_tum(
         generator={
             "source": "tum_rgbd", "src": str(src.resolve()), "fx": fx, "fy": fy, "cx": cx, "cy": cy,
             "depth_scale": depth_scale, "max_frames": max_frames, "max_time_diff": max_time_diff,
-            "stride": stride, "split": split,
+            "stride": stride, "split": split, "resolution": resolution,
         },
     )  # fmt: skip
-    _remove_files(out, old_files)  # --overwrite: the source is checked; the old dataset goes
-    existed = out.exists()
-    ds = create_dataset(out, spec)
-    path = ds.episode_path(0)
-    manifest = Manifest.expecting({path.name: split})
-    try:
-        manifest.save(ds.manifest_path)  # before the episode: an interrupted import is recognisably incomplete
-        write_episode_frames(path, header, rgb_frames, depth_frames, compresslevel=compresslevel)
-        Manifest.record(manifest.episodes[path.name], path)
-        manifest.save(ds.manifest_path)
-    except BaseException:
-        # leave no half-imported dataset behind (only what create_dataset made; the writes are atomic)
-        path.unlink(missing_ok=True)
-        ds.manifest_path.unlink(missing_ok=True)
-        ds.json_path.unlink(missing_ok=True)
-        for d in (ds.episodes_dir, out if not existed else None):
-            if d is not None:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-        raise
-    finally:
-        done()
+    ds, path = write_import(out, old_files, spec, header, rgb_frames, depth_frames, compresslevel=compresslevel,
+                            done=done)
     return TumImportReport(
         dataset=ds, episode_path=path, num_frames=len(keep), num_rgb=len(rgb_list),
         dropped_no_depth=meta["dropped_no_depth"], dropped_no_pose=meta["dropped_no_pose"],
         skipped=n_matched - len(keep), duration_s=float(rgb_ts[keep[-1]] - rgb_ts[keep[0]]),
     )  # fmt: skip
-
-
-def _existing_dataset_files(out: Path, overwrite: bool) -> list[Path]:
-    """The files of the dataset in ``out`` that ``overwrite`` will replace (``[]`` for a new or
-    empty directory). Refuses a dataset without ``overwrite`` and a directory holding other files."""
-    if not out.exists():
-        return []
-    if not out.is_dir():
-        raise DatasetError("exists and is not a directory", out)
-    files, other = [], []
-    for p in sorted(out.iterdir()):
-        if p.name in (DATASET_JSON, MANIFEST_JSON) and p.is_file():
-            files.append(p)
-        elif p.name in (EPISODES_DIR, HOUSES_DIR) and p.is_dir():
-            for q in sorted(p.iterdir()):
-                ok = q.is_file() and (q.name.endswith(TEMP_SUFFIX) or EPISODE_RE.match(q.name)
-                                      or (p.name == HOUSES_DIR and q.suffix == ".json"))
-                (files if ok else other).append(q)
-            files.append(p)
-        elif p.is_file() and p.name.endswith(TEMP_SUFFIX):
-            files.append(p)
-        else:
-            other.append(p)
-    if other:
-        raise DatasetError(f"not empty and not only a pewm dataset (it holds {other[0].relative_to(out)}); "
-                           "choose a new or empty output directory", out)
-    if files and not overwrite:
-        raise DatasetError("already holds a dataset; import with overwrite=True (CLI: --overwrite) to replace it",
-                           out)
-    return files
-
-
-def _remove_files(out: Path, files: list[Path]) -> None:
-    """Remove an old dataset's files: the manifest first (an interrupted removal leaves a dataset
-    that is recognisably incomplete), directories last."""
-    order = sorted(files, key=lambda p: (p.name != MANIFEST_JSON, p.is_dir(), p.name == DATASET_JSON))
-    for p in order:
-        if p.is_dir():
-            p.rmdir()
-        else:
-            p.unlink(missing_ok=True)

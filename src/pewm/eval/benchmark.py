@@ -8,7 +8,14 @@ Protocol (:func:`run_benchmark`; the command is ``pewm eval``):
    ``t`` (revisit-rich, as the paper's trajectories; the same cut for every memory mode and seed).
 2. Build each memory mode's memory from the ground-truth history ``[0, t]`` (the paper: "the map
    is built from the ground-truth past frames"), then roll the model out from frame ``t`` with the
-   ground-truth actions for ``horizon`` frames (Algorithm 1: generated chunks are fused).
+   ground-truth actions for ``horizon`` frames (Algorithm 1: generated chunks are fused). Episodes
+   without actions (recordings: TUM, ScanNet, ...) are rolled out along their recorded camera
+   poses instead; everything else (cuts, labels, modes, scores) is the same. (A pose-only episode
+   whose camera moves in the discrete action steps after the cut, e.g. a simulator episode whose
+   actions were dropped, is replayed with those actions, :func:`~pewm.geometry.actions_from_poses`:
+   its numbers are then those of the episode with its actions, bit for bit; replayed along its
+   poses they would differ in the last digits, since the recorded poses differ from the
+   action-integrated ones by float64 rounding.)
 3. Score every generated frame against the ground truth: PSNR, SSIM, depth AbsRel and δ<1.25, and
    scene-revisit consistency (SRC: cosine similarity of global image features between the
    generated frame and the ground-truth history frame of its first visit, when there is one).
@@ -42,9 +49,10 @@ from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdo
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
 from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
 from pewm.eval.revisit import classify, observed_fraction
-from pewm.geometry import poses_from_actions
+from pewm.eval.walks import fit_to_model
+from pewm.geometry import actions_from_poses, poses_from_actions
 from pewm.model import READERS, MemoryBuilder, SamplingConfig, WorldModel, reader_class
-from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+from pewm.model.inputs import check_fov
 from pewm.outputs import check_output_dir
 from pewm.rollout import RolloutMemory, rollout
 
@@ -86,6 +94,7 @@ class BenchmarkConfig:
     long_horizon: int = 0  # held-out houses of the long-horizon probe (pewm.eval.long_horizon); 0 = skip
     long_steps: int = 128
     allow_incomplete: bool = False  # evaluate on a dataset that fails the completeness check (--allow-incomplete)
+    allow_any_fov: bool = False  # evaluate episodes whose camera is far from the model's field of view (--allow-any-fov)
     overwrite: bool = False  # replace an earlier run's results in ``out`` (else refused)
 
     def validate(self) -> "BenchmarkConfig":
@@ -125,10 +134,11 @@ class EvalEpisode:
     frames_rgb: np.ndarray  # (T+1, h, w, 3) whole episode
     frames_depth: np.ndarray
     poses: np.ndarray
-    actions: np.ndarray
+    actions: np.ndarray | None  # the episode's actions; None: a pose-only episode
     K: np.ndarray
     revisit: np.ndarray  # (horizon,) bool for frames cut+1 .. cut+horizon
     observed: np.ndarray  # (horizon,) fraction
+    path_actions: np.ndarray | None = None  # (horizon,) actions replayed after the cut; None: the recorded poses
 
 
 def choose_cut(depth, poses, K, horizon: int, min_history: int, step: int = 8) -> tuple[int, np.ndarray]:
@@ -158,32 +168,30 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
     out = []
     for i, p in enumerate(paths):
         ep = ds.read(p)
-        rgb, depth = np.asarray(ep.rgb), np.asarray(ep.depth, dtype=np.float32)
-        K = np.asarray(ep.intrinsics.matrix, dtype=np.float64)
-        if depth.shape[-2:] != (resolution, resolution):
-            src = depth.shape[-2:]
-            rgb = (resize_rgb(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, resolution, resolution)
-                   .permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
-            depth = resize_depth(torch.from_numpy(depth), resolution, resolution).numpy()
-            K = np.asarray(scale_intrinsics(K, src, (resolution, resolution)), dtype=np.float64)
-        if ep.actions is None:
-            raise ValueError(f"{p}: episode has no actions; the benchmark replays the ground-truth actions")
+        rgb, depth, K = fit_to_model(ep.rgb, ep.depth, ep.intrinsics.matrix, resolution, resolution)
+        if not cfg.allow_any_fov:
+            check_fov(K, (resolution, resolution), name=f"{p}: K")
         try:
             cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history)
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from None
         # the rollout replays the actions: they must lead exactly to the recorded poses (no collisions)
-        replay = poses_from_actions(np.asarray(ep.poses[cut], dtype=np.float64), np.asarray(ep.actions[cut:cut + cfg.horizon]))
-        if not np.allclose(replay, np.asarray(ep.poses[cut:cut + cfg.horizon + 1], dtype=np.float64), atol=1e-3):
-            raise ValueError(
-                f"{p}: the actions after frame {cut} do not reproduce the recorded poses (a collision, or another "
-                "action step size); the benchmark needs action-consistent episodes"
-            )
+        if ep.actions is not None:
+            replay = poses_from_actions(np.asarray(ep.poses[cut], dtype=np.float64),
+                                        np.asarray(ep.actions[cut:cut + cfg.horizon]))
+            if not np.allclose(replay, np.asarray(ep.poses[cut:cut + cfg.horizon + 1], dtype=np.float64), atol=1e-3):
+                raise ValueError(
+                    f"{p}: the actions after frame {cut} do not reproduce the recorded poses (a collision, or another "
+                    "action step size); the benchmark needs action-consistent episodes"
+                )
+        window = np.asarray(ep.poses[cut:cut + cfg.horizon + 1], dtype=np.float64)
+        path = (np.asarray(ep.actions[cut:cut + cfg.horizon], dtype=np.int64) if ep.actions is not None
+                else actions_from_poses(window))
         frac = observed_fraction(depth[cut + 1:cut + 1 + cfg.horizon], np.asarray(ep.poses)[cut + 1:cut + 1 + cfg.horizon],
                                  K, depth[:cut + 1], np.asarray(ep.poses)[:cut + 1], K)
         out.append(EvalEpisode(i, cut, rgb, depth, np.asarray(ep.poses, dtype=np.float64),
-                               np.asarray(ep.actions, dtype=np.int64), K,
-                               classify(frac, cfg.revisit_threshold), np.asarray(frac)))
+                               None if ep.actions is None else np.asarray(ep.actions, dtype=np.int64), K,
+                               classify(frac, cfg.revisit_threshold), np.asarray(frac), path))
     return out
 
 
@@ -203,6 +211,14 @@ def model_for_mode(mode: str, cfg: BenchmarkConfig, main):
         f"memory mode {mode!r}: the model {path} has reader {main.config.reader!r} and no {mode} reader weights; "
         f"pass --mode-model {mode}=RUN (a stage-2 run trained with --reader {mode})"
     )
+
+
+def future_poses(e: EvalEpisode, horizon: int) -> np.ndarray:
+    """``(horizon, 4, 4)`` camera path after the cut: the poses the replayed actions lead to (what
+    a rollout of the actions uses, bit for bit), or the recorded poses."""
+    if e.path_actions is not None:
+        return poses_from_actions(e.poses[e.cut], e.path_actions[:horizon])[1:]
+    return e.poses[e.cut + 1:e.cut + 1 + horizon]
 
 
 def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkConfig, seed: int, progress=None,
@@ -232,11 +248,14 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
         depth = torch.from_numpy(np.stack([e.frames_depth[e.cut] for e in eps])).float()
         pose = np.stack([e.poses[e.cut] for e in eps])
         K = np.stack([e.K for e in eps])
-        acts = np.stack([e.actions[e.cut:e.cut + cfg.horizon] for e in eps])
+        if all(e.path_actions is not None for e in eps):  # the ground-truth actions (as before pose-only episodes)
+            path = {"actions": np.stack([e.path_actions for e in eps])}
+        else:
+            path = {"poses": np.stack([future_poses(e, cfg.horizon) for e in eps])}
         g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
-        res = rollout(model, rgb, depth, pose, K, acts, memories=mems, fuse_start=False,
+        res = rollout(model, rgb, depth, pose, K, memories=mems, fuse_start=False,
                       fuse_generated=not empty, fuse_novel_only=cfg.fuse == "novel",
-                      sampling=sampling, generator=g)
+                      sampling=sampling, generator=g, allow_any_fov=cfg.allow_any_fov, **path)
         for j in range(len(eps)):
             out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})
         if progress is not None:
@@ -331,7 +350,9 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling.steps or main.config.diffusion.sampling_steps,
         "fuse": cfg.fuse, "anchor": reported.anchor, "render_supersample": reported.render_supersample,
-        "cuts": [e.cut for e in episodes], "seconds": None, "config": asdict(cfg),
+        "cuts": [e.cut for e in episodes], "pose_only_episodes": sum(e.actions is None for e in episodes),
+        "replayed_along_poses": sum(e.path_actions is None for e in episodes),
+        "seconds": None, "config": asdict(cfg),
     }
     meta["seconds"] = time.perf_counter() - t0
     if cfg.overwrite:  # the earlier run's results (and videos) go only now that this one has results
@@ -363,4 +384,5 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-__all__ = ["EVAL_ARTEFACTS", "BenchmarkConfig", "choose_cut", "default_modes", "memory_modes", "load_episodes", "model_for_mode", "run_benchmark", "score"]
+__all__ = ["EVAL_ARTEFACTS", "BenchmarkConfig", "choose_cut", "default_modes", "future_poses", "memory_modes",
+           "load_episodes", "model_for_mode", "run_benchmark", "score"]

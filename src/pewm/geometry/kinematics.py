@@ -119,3 +119,27 @@ def poses_from_actions(start_pose: np.ndarray, actions, cfg: ActionConfig = Acti
             R = Rz @ R
         out[i + 1] = make_pose(R, t)
     return out
+
+
+def actions_from_poses(poses, cfg: ActionConfig = ActionConfig(), atol: float = 1e-6) -> np.ndarray | None:
+    """The discrete actions that lead along ``poses`` ``(T + 1, 4, 4)`` camera-to-world, when every
+    step is one (each pose within ``atol`` of :func:`poses_from_actions` of the action from the
+    pose before it, on every matrix entry); else None (a stay, a collision, any real recording).
+    A simulator episode whose actions were dropped gets them back; they lead to poses that equal
+    the recorded ones up to float64 rounding (about 1e-14), not bit for bit."""
+    P = np.asarray(poses, dtype=np.float64)
+    if P.ndim != 3 or P.shape[1:] != (4, 4) or len(P) < 1:
+        raise ValueError(f"actions_from_poses: poses must be (T + 1, 4, 4), got shape {P.shape}")
+    out = np.empty(len(P) - 1, dtype=np.int64)
+    for t in range(len(P) - 1):
+        for a in Action:
+            try:
+                nxt = poses_from_actions(P[t], [int(a)], cfg)[1]
+            except ValueError:  # forward undefined (the camera looks straight up or down)
+                continue
+            if np.abs(nxt - P[t + 1]).max() <= atol:
+                out[t] = int(a)
+                break
+        else:
+            return None
+    return out

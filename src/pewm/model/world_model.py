@@ -226,6 +226,7 @@ class WorldModel(nn.Module):
         generator: torch.Generator | None = None,
         action_config: ActionConfig = ActionConfig(),
         rgb_uint8: bool = True,
+        allow_any_fov: bool = False,
     ) -> Generation:
         """Generate the next ``H`` RGB-D frames (§3, one iteration of Algorithm 1).
 
@@ -237,12 +238,14 @@ class WorldModel(nn.Module):
         unbatched forms are accepted for ``B = 1`` (or broadcast over the batch). ``sampling``:
         DDIM steps, memory guidance and anchoring (None fields: the model's defaults);
         ``generator`` draws the noise (default: ``sampling.seed``, else torch's global one).
+        ``K`` whose vertical field of view is far from the training camera's is refused
+        (:func:`~pewm.model.inputs.check_fov`) unless ``allow_any_fov``.
         """
         hw = (self.config.image_height, self.config.image_width)
         rgb = check_rgb(current_rgb, hw)
         B = rgb.shape[0]
         depth = check_depth(current_depth, B, hw)
-        Kt = torch.from_numpy(check_K(K, B, hw)).float()
+        Kt = torch.from_numpy(check_K(K, B, hw, allow_any_fov)).float()
         all_poses = clip_poses(current_pose, actions, poses, B, self.config.frames, action_config)
         sampling = sampling or SamplingConfig()
         if generator is None:

@@ -4,7 +4,9 @@
 2505.05495, one persistent 3D memory per rollout, §3.3): ``reset`` takes the real start frames
 (and optionally frames to pre-fill each memory), ``step(actions)`` imagines one frame per env and
 ``step_chunk(actions)`` a whole chunk of up to ``H`` frames per env in one generation (the efficient
-path for planners). Every generated frame that is returned is fused into its env's memory.
+path for planners), and ``step_poses(poses)`` a chunk along given camera poses (imagination along a
+recorded or planned camera path, no discrete actions). Every generated frame that is returned is
+fused into its env's memory.
 
 ``step`` generates one chunk whose first future pose is the action's result and whose other
 ``H - 1`` future poses repeat it ("stay"), and keeps only the first frame.
@@ -21,7 +23,7 @@ from gymnasium import spaces
 
 from pewm.geometry import Action, ActionConfig, intrinsics_from_fov
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
-from pewm.model.inputs import check_actions, check_K, check_start
+from pewm.model.inputs import check_actions, check_K, check_poses, check_start
 from pewm.rollout.loop import generate_chunk, model_hw
 from pewm.rollout.memory_state import RolloutMemory
 
@@ -38,7 +40,8 @@ class WorldModelEnv(gym.Env):
     :class:`~pewm.model.SamplingConfig` of every generation (DDIM steps, guidance, anchoring, render
     supersampling); ``seed`` seeds the sampling noise (default ``sampling.seed``, else 0;
     ``reset(seed=...)`` reseeds it); ``builder`` builds the memories (default
-    ``MemoryBuilder.for_model(model)``).
+    ``MemoryBuilder.for_model(model)``); ``allow_any_fov`` accepts a ``K`` whose field of view is far
+    from the training camera's (:func:`~pewm.model.inputs.check_fov`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -53,6 +56,7 @@ class WorldModelEnv(gym.Env):
         builder: MemoryBuilder | None = None,
         action_config: ActionConfig = ActionConfig(),
         render_mode: str | None = "rgb_array",
+        allow_any_fov: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, WorldModel):
@@ -66,7 +70,7 @@ class WorldModelEnv(gym.Env):
         self.num_envs = N = int(num_envs)
         self.horizon = cfg.frames
         h, w = cfg.image_height, cfg.image_width
-        self.K = check_K(intrinsics_from_fov(w, h, 90.0) if K is None else K, N, (h, w))
+        self.K = check_K(intrinsics_from_fov(w, h, 90.0) if K is None else K, N, (h, w), allow_any_fov)
         self.sampling = sampling or SamplingConfig()
         if seed is None:
             seed = 0 if self.sampling.seed is None else self.sampling.seed
@@ -188,15 +192,31 @@ class WorldModelEnv(gym.Env):
             raise ValueError(
                 f"step_chunk: actions has shape {a.shape}, expected (num_envs={N}, k) with 1 <= k <= H={H}"
             )
-        acts = check_actions(a, N, max_len=H)
+        return self._chunk(check_actions(a, N, max_len=H), None)
+
+    def step_poses(self, poses):
+        """Imagine ``k`` frames per env along given camera poses: ``poses`` ``(N, k, 4, 4)``
+        camera-to-world (``poses[:, 0]`` is the next frame's), ``1 <= k <= H``. Returns what
+        :meth:`step_chunk` returns; the same rollout as the actions that lead to those poses."""
+        self._need_reset()
+        N, H = self.num_envs, self.horizon
+        p = np.asarray(poses)
+        if p.ndim != 4 or p.shape[0] != N:
+            raise ValueError(
+                f"step_poses: poses has shape {p.shape}, expected (num_envs={N}, k, 4, 4) with 1 <= k <= H={H}"
+            )
+        return self._chunk(None, check_poses(p, N, max_len=H))
+
+    def _chunk(self, acts, poses):
+        N = self.num_envs
         t0 = time.perf_counter()
         ch = generate_chunk(self.model, self._rgb, self._depth, self._pose, self.K, acts, self._memories,
-                            fuse=True, sampling=self.sampling, generator=self._generator,
+                            poses=poses, fuse=True, sampling=self.sampling, generator=self._generator,
                             action_config=self.action_config)
         seconds = time.perf_counter() - t0
         self._rgb, self._depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
         self._pose = ch.poses[:, -1].numpy().copy()
-        k = acts.shape[1]
+        k = ch.rgb.shape[1]
         self._steps_taken += k
         obs = {"rgb": ch.rgb.numpy().copy(), "depth": ch.depth.numpy().copy(), "pose": ch.poses.numpy().copy()}
         z = np.zeros((N, k), dtype=bool)

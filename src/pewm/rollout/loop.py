@@ -7,10 +7,16 @@ into the map; continue from the last generated frame. Each rollout has its own
 :class:`~pewm.rollout.memory_state.RolloutMemory`; the ``B`` rollouts of a batch share one
 ``WorldModel.sample_frames`` call per chunk.
 
-``T`` actions need ``ceil(T / H)`` chunks. The last chunk, when partial, is padded with "stay"
+The camera path is given as exactly one of ``actions`` ``(B, T)`` (discrete moves, integrated by
+``poses_from_actions``) or future ``poses`` ``(B, T, 4, 4)`` camera-to-world (a recording's camera
+path: recordings have poses but no actions). The two are the same rollout: ``rollout(actions=a)``
+and ``rollout(poses=poses_from_actions(start, a)[1:])`` give bit-identical frames (tested).
+
+``T`` frames need ``ceil(T / H)`` chunks. The last chunk, when partial, is padded with "stay"
 poses (its last real pose repeated; a blocked forward move looks exactly like that in the training
 data); the frames of the padding are discarded and never fused. Convention: ``actions[t]`` moves
-frame ``t`` to frame ``t + 1``; frame 0 of the result is the start frame.
+frame ``t`` to frame ``t + 1`` and ``poses[t]`` is the pose of frame ``t + 1``; frame 0 of the
+result is the start frame.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 
 from pewm.geometry import ActionConfig, poses_from_actions
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel, stack_memory
-from pewm.model.inputs import check_actions, check_K, check_start
+from pewm.model.inputs import check_actions, check_K, check_poses, check_start
 from pewm.rollout.memory_state import RolloutMemory
 
 
@@ -68,15 +74,22 @@ class ChunkOutput:
         return self.read_seconds + self.generate_seconds + self.fuse_seconds
 
 
-def chunk_poses(pose: np.ndarray, actions: np.ndarray, H: int, action_config: ActionConfig) -> np.ndarray:
-    """``(B, H, 4, 4)`` future poses of ``actions`` ``(B, k)`` (``k <= H``) from ``pose`` ``(B, 4, 4)``;
-    the ``H - k`` padding poses repeat the last real pose ("stay")."""
-    B, k = actions.shape
+def chunk_poses(pose: np.ndarray, actions: np.ndarray | None, H: int, action_config: ActionConfig,
+                poses: np.ndarray | None = None) -> np.ndarray:
+    """``(B, H, 4, 4)`` future poses of a chunk from ``pose`` ``(B, 4, 4)``: those of ``actions``
+    ``(B, k)``, or the given ``poses`` ``(B, k, 4, 4)`` (``k <= H``); the ``H - k`` padding poses
+    repeat the last real pose ("stay")."""
+    B, k = (actions.shape if actions is not None else poses.shape[:2])
     out = np.empty((B, H, 4, 4))
     for b in range(B):
-        out[b, :k] = poses_from_actions(pose[b], actions[b], action_config)[1:]
+        out[b, :k] = poses_from_actions(pose[b], actions[b], action_config)[1:] if actions is not None else poses[b]
     out[:, k:] = out[:, k - 1 : k]
     return out
+
+
+def _one_of(actions, poses) -> None:
+    if (actions is None) == (poses is None):
+        raise ValueError("give exactly one of actions=(B, T) action ids or poses=(B, T, 4, 4) future camera-to-world poses")
 
 
 def generate_chunk(
@@ -85,9 +98,10 @@ def generate_chunk(
     depth: torch.Tensor,
     pose: np.ndarray,
     K: np.ndarray,
-    actions: np.ndarray,
+    actions: np.ndarray | None,
     memories: list[RolloutMemory],
     *,
+    poses: np.ndarray | None = None,
     fuse: bool = True,
     novel_only: bool = True,
     sampling: SamplingConfig | None = None,
@@ -96,16 +110,18 @@ def generate_chunk(
 ) -> ChunkOutput:
     """One iteration of Algorithm 1 for ``B`` rollouts (inputs already checked, see :func:`rollout`).
 
-    ``actions`` ``(B, k)`` with ``1 <= k <= H``: the chunk's future poses come from the current
-    ``pose`` by ``poses_from_actions`` (padded to ``H`` by repeating the last one); each memory is
-    read for those targets, the model generates ``H`` frames (as ``sampling`` says), the first
-    ``k`` are kept and (when ``fuse``) fused into their rollout's memory.
+    Exactly one of ``actions`` ``(B, k)`` (the chunk's future poses come from the current ``pose``
+    by ``poses_from_actions``) or ``poses`` ``(B, k, 4, 4)`` (the future poses themselves), with
+    ``1 <= k <= H``; padded to ``H`` by repeating the last pose. Each memory is read for those
+    targets, the model generates ``H`` frames (as ``sampling`` says), the first ``k`` are kept and
+    (when ``fuse``) fused into their rollout's memory.
     """
     H = model.config.frames
-    B, k = actions.shape
+    _one_of(actions, poses)
+    name, (B, k) = ("actions", actions.shape) if actions is not None else ("poses", poses.shape[:2])
     if not 1 <= k <= H:
-        raise ValueError(f"actions: a chunk takes 1 to H={H} actions per rollout, got {k}")
-    fut = chunk_poses(pose, actions, H, action_config)
+        raise ValueError(f"{name}: a chunk takes 1 to H={H} {name} per rollout, got {k}")
+    fut = chunk_poses(pose, actions, H, action_config, poses)
     t0 = time.perf_counter()
     mem = None
     if model.reader.reads_memory:
@@ -128,10 +144,11 @@ def generate_chunk(
 
 @dataclass
 class RolloutResult:
-    """``B`` imagined rollouts of ``T`` actions (frame 0 = the start frame).
+    """``B`` imagined rollouts of ``T`` frames (frame 0 = the start frame).
 
     ``rgb`` ``(B, T + 1, h, w, 3)`` uint8, ``depth`` ``(B, T + 1, h, w)`` float32 metres, ``poses``
-    ``(B, T + 1, 4, 4)`` float64 camera-to-world, ``actions`` ``(B, T)``; per chunk:
+    ``(B, T + 1, 4, 4)`` float64 camera-to-world, ``actions`` ``(B, T)`` (None for a rollout along
+    given poses); per chunk:
     ``chunk_seconds`` (read + generate + fuse), ``generate_seconds``, ``memory_seconds`` (read +
     fuse), ``memory_sizes[c][b]`` = ``len(memories[b])`` after chunk ``c``; ``start_memory_sizes``
     after fusing the start frame; ``memories`` the updated memories.
@@ -140,7 +157,7 @@ class RolloutResult:
     rgb: torch.Tensor
     depth: torch.Tensor
     poses: torch.Tensor
-    actions: np.ndarray
+    actions: np.ndarray | None
     chunk_seconds: list[float] = field(default_factory=list)
     generate_seconds: list[float] = field(default_factory=list)
     memory_seconds: list[float] = field(default_factory=list)
@@ -167,9 +184,10 @@ def rollout(
     depth,
     pose,
     K,
-    actions,
+    actions=None,
     memories: list[RolloutMemory] | None = None,
     *,
+    poses=None,
     builder: MemoryBuilder | None = None,
     fuse_start: bool = True,
     fuse_generated: bool = True,
@@ -178,13 +196,17 @@ def rollout(
     generator: torch.Generator | None = None,
     action_config: ActionConfig = ActionConfig(),
     progress: bool = False,
+    allow_any_fov: bool = False,
 ) -> RolloutResult:
-    """Roll the world model out for ``T`` actions with a persistent memory (Algorithm 1, §3.3).
+    """Roll the world model out for ``T`` frames with a persistent memory (Algorithm 1, §3.3).
 
     ``rgb`` ``(B, h, w, 3)`` uint8, ``depth`` ``(B, h, w)`` metres, ``pose`` ``(B, 4, 4)``
     camera-to-world: the start frames at the model's resolution (a single unbatched frame is
     accepted); ``K`` :class:`Intrinsics`, ``(3, 3)`` or ``(B, 3, 3)`` at that resolution;
-    ``actions`` ``(B, T)`` (or ``(T,)`` for every rollout), any ``T >= 1``.
+    the camera path as exactly one of ``actions`` ``(B, T)`` (or ``(T,)`` for every rollout) or
+    ``poses`` ``(B, T, 4, 4)`` (or ``(T, 4, 4)``) future camera-to-world poses, any ``T >= 1``.
+    ``K`` whose vertical field of view is far from the training camera's is refused
+    (:func:`~pewm.model.inputs.check_fov`) unless ``allow_any_fov``.
 
     ``memories``: one :class:`RolloutMemory` per rollout, updated in place (pass ``m.copy()`` to
     keep one); None = empty memories from ``builder`` (default ``MemoryBuilder.for_model(model)``).
@@ -201,9 +223,11 @@ def rollout(
         raise ValueError(f"model must be a WorldModel, got {type(model).__name__}")
     cur_rgb, cur_depth, cur_pose = check_start(rgb, depth, pose, model_hw(model))
     B = cur_rgb.shape[0]
-    Ks = check_K(K, B, model_hw(model))
-    acts = check_actions(actions, B)
-    T, H = acts.shape[1], model.config.frames
+    Ks = check_K(K, B, model_hw(model), allow_any_fov)
+    _one_of(actions, poses)
+    acts = check_actions(actions, B) if actions is not None else None
+    fut = check_poses(poses, B) if poses is not None else None
+    T, H = (acts.shape[1] if acts is not None else fut.shape[1]), model.config.frames
     sampling = sampling or SamplingConfig()
     if generator is None:
         generator = sampling.generator()
@@ -233,9 +257,11 @@ def rollout(
         for c in range(n_chunks):
             lo, hi = c * H, min((c + 1) * H, T)
             t0 = time.perf_counter()
-            ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks, acts[:, lo:hi], memories,
-                                fuse=fuse_generated, novel_only=fuse_novel_only, sampling=sampling,
-                                generator=generator, action_config=action_config)
+            ch = generate_chunk(model, cur_rgb, cur_depth, cur_pose, Ks,
+                                None if acts is None else acts[:, lo:hi], memories,
+                                poses=None if fut is None else fut[:, lo:hi], fuse=fuse_generated,
+                                novel_only=fuse_novel_only, sampling=sampling, generator=generator,
+                                action_config=action_config)
             result.chunk_seconds.append(time.perf_counter() - t0)
             result.generate_seconds.append(ch.generate_seconds)
             result.memory_seconds.append(ch.read_seconds + ch.fuse_seconds)
