@@ -71,7 +71,7 @@ def test_interrupt_then_rerun_gives_the_same_dataset(reference, tmp_path, trial)
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while p.poll() is None and time.monotonic() < deadline:
         if len(list(out.glob("houses/house_*.json"))) == ARGS["houses"] and \

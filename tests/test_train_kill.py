@@ -47,6 +47,13 @@ def _temps(run: Path) -> list[str]:
     return sorted(str(p.relative_to(run)) for p in run.rglob("*") if ".tmp" in p.name)
 
 
+def _ctrl_c_enabled() -> None:
+    """In the child before exec: SIGINT at its default, as in a terminal. A test run started in the
+    background (``cmd &`` in a script, nohup) inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so Ctrl-C would not reach the run."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc: subprocess.Popen, run: Path, sig: int, when: str, rng: random.Random) -> str:
     """Send ``sig`` to ``proc`` at the trial's moment; returns what it hit."""
     ckpts, metrics = run / "checkpoints", run / "metrics.jsonl"
@@ -83,7 +90,8 @@ def test_kill_and_ctrl_c_then_resume_give_the_uninterrupted_result(small_dataset
     for i, (sig, when) in enumerate(TRIALS):
         run = tmp_path / f"run{i}"
         proc = subprocess.Popen([sys.executable, "-m", "pewm.cli.main", "train", "--data", str(root), "--out",
-                                 str(run), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                 str(run), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_ctrl_c_enabled)
         try:
             hit = _interrupt(proc, run, sig, when, rng)
             out, err = proc.communicate(timeout=120)

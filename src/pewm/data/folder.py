@@ -35,6 +35,7 @@ from pewm.data.importing import (
     ImportFormatError,
     ImportReport,
     check_options,
+    number_lines,
     depth_header,
     existing_dataset_files,
     image_header,
@@ -80,20 +81,7 @@ def _natural_key(name: str) -> list:
 
 
 def _numbers(path: Path) -> list[tuple[int, list[float]]]:
-    """``(line number, numbers)`` per non-empty line of a text file (``#`` comments skipped)."""
-    if not path.is_file():
-        raise FolderFormatError("file not found", path)
-    out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            s = line.split("#", 1)[0].strip()
-            if not s:
-                continue
-            try:
-                out.append((n, [float(v) for v in s.replace(",", " ").split()]))
-            except ValueError:
-                raise FolderFormatError(f"bad number in {s!r}", path, n) from None
-    return out
+    return number_lines(path, FolderFormatError)
 
 
 def read_poses(path: Path) -> np.ndarray:

@@ -40,6 +40,24 @@ class ImportFormatError(ValueError):
         return (type(self), (self.reason, self.path, self.line))
 
 
+def number_lines(path: Path, error: type[ImportFormatError] = ImportFormatError) -> list[tuple[int, list[float]]]:
+    """``(line number, numbers)`` per non-empty line of a text file of numbers separated by spaces
+    or commas (``#`` comments and blank lines skipped); ``error`` names the file and line."""
+    if not path.is_file():
+        raise error("file not found", path)
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            s = line.split("#", 1)[0].strip()
+            if not s:
+                continue
+            try:
+                out.append((n, [float(v) for v in s.replace(",", " ").split()]))
+            except ValueError:
+                raise error(f"bad number in {s!r}", path, n) from None
+    return out
+
+
 @dataclass
 class ImportReport:
     """What a ScanNet or folder import did."""

@@ -39,6 +39,7 @@ from pewm.data.importing import (
     ImportFormatError,
     ImportReport,
     check_options,
+    number_lines,
     compose,
     depth_header,
     existing_dataset_files,
@@ -58,20 +59,11 @@ class ScanNetFormatError(ImportFormatError):
 
 def read_matrix(path: Path, shapes: tuple[tuple[int, int], ...] = ((4, 4),), error=ScanNetFormatError) -> np.ndarray:
     """A whitespace-separated matrix text file (``#`` comments and blank lines skipped)."""
-    if not path.is_file():
-        raise error("file not found", path)
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            s = line.split("#", 1)[0].strip()
-            if not s:
-                continue
-            try:
-                rows.append([float(v) for v in s.split()])
-            except ValueError:
-                raise error(f"bad number in {s!r}", path, n) from None
-            if len(rows[-1]) != len(rows[0]):
-                raise error(f"expected {len(rows[0])} numbers like the first row, got {len(rows[-1])}", path, n)
+    for n, row in number_lines(path, error):
+        rows.append(row)
+        if len(row) != len(rows[0]):
+            raise error(f"expected {len(rows[0])} numbers like the first row, got {len(row)}", path, n)
     M = np.array(rows, dtype=np.float64)
     if M.shape not in shapes:
         want = " or ".join(f"{a}x{b}" for a, b in shapes)
