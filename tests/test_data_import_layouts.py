@@ -242,4 +242,4 @@ def test_cli_export_then_import(small_dataset, tmp_path):
     r = run("data", "import", tmp_path / "rec", "--out", tmp_path / "ds2", "--format", "scannet", "--fx", 30)
     assert r.exit_code == 2 and "--fx applies to --format tum only" in r.output
     r = run("data", "export", small_dataset[0], "--out", tmp_path / "rec", "--format", "tum")
-    assert r.exit_code == 2 and "not an empty directory" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output, r.output

@@ -104,7 +104,7 @@ def test_import_defaults_stride_and_limit(tmp_path):
 
 def test_progress_callback(tmp_path):
     seen = []
-    import_tum(write_tum(tmp_path / "s"), tmp_path / "o", progress=lambda i, n, p: seen.append((i, n)))
+    import_tum(write_tum(tmp_path / "s"), tmp_path / "o", on_progress=lambda i, n: seen.append((i, n)))
     assert seen[-1] == (8, 8)
 
 

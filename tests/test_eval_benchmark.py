@@ -101,6 +101,7 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
     assert "voxel-render" in md and "frames" in md and "none" in md
     long = saved["_meta"]["long_horizon"]
     assert long["houses"] == 1 and long["returning_frames"] > 0, "the turn-away-and-back probe returns"
+    assert long["source"] == "held-out simulated houses" and "(1 held-out houses," in md
     assert set(long["modes"]) == {"voxel-render", "none"}
     assert np.isfinite(long["modes"]["none"]["self_psnr"]["mean"]) and "Long-horizon consistency" in md
     assert (out / "psnr_vs_step.png").stat().st_size > 0
@@ -155,6 +156,24 @@ def test_pose_only_episodes_give_the_numbers_of_their_actions(small_dataset, mic
             if a[mode][cls]["psnr"]["mean"] is not None:
                 assert abs(off[mode][cls]["psnr"]["mean"] - a[mode][cls]["psnr"]["mean"]) < 0.5, (mode, cls)
     assert a["voxel-render"]["all"]["psnr"]["mean"] != a["none"]["all"]["psnr"]["mean"]
+
+
+def test_long_horizon_probe_on_pose_only_episodes(small_dataset, micro_models, tmp_path):
+    """``--long-horizon`` on a pose-only dataset walks the split's own first episodes along their
+    recorded poses (to the episode's end when it is shorter than ``--long-steps``), not simulated houses."""
+    data, _ = small_dataset
+    root, _, _ = micro_models
+    cfg = BenchmarkConfig(data=str(_strip_actions(data, tmp_path / "poses_only")), out=str(tmp_path / "eval"),
+                          model=str(root / "main"), modes=("voxel-render", "none"), seeds=1, split="train",
+                          horizon=4, min_history=8, sampling=SamplingConfig(steps=2), videos=0, long_horizon=1,
+                          long_steps=64)  # the train episode: 40 steps, 17 frames return to a first visit
+    long = run_benchmark(cfg)["_meta"]["long_horizon"]
+    assert long["source"] == "dataset episodes" and long["houses"] == 1 and long["steps"] == 64
+    assert long["returning_frames"] == 17 and set(long["modes"]) == {"voxel-render", "none"}
+    for d in long["modes"].values():
+        assert all(np.isfinite(d[k]["mean"]) for k in ("gt_psnr", "gt_ssim", "self_psnr", "self_ssim"))
+    md = (tmp_path / "eval" / "results.md").read_text()
+    assert "Long-horizon consistency (1 dataset episodes along their recorded poses" in md
 
 
 def _reshaped_dataset(src, dst, rows=slice(8, 56), fy_scale=1.0):

@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -40,6 +41,8 @@ def test_the_guide_has_every_step():
     for step in ("data import --format tum", "data import --format scannet", "data import --format folder",
                  "data verify", "map ", "train ", "--init shipped", "eval ", "demo --data"):
         assert step in cmds, step
+    for slow in (*FAST, "--fx 517.3 --fy 516.5 --cx 318.6 --cy 255.3"):  # the fast run's substitutions apply
+        assert slow in cmds, f"the guide no longer says {slow!r}: update FAST (CI would run the slow version)"
 
 
 def _import_lines(cmds: list[str], fmt: str) -> list[str]:
@@ -102,3 +105,28 @@ def test_training_clips_of_another_aspect_ratio_are_centre_cropped():
     assert np.array_equal(depth.numpy(), want_depth)
     np.testing.assert_allclose(Kt.numpy(), np.asarray(want_K), rtol=1e-6)
     assert abs(float(Kt[0, 0]) - float(Kt[1, 1])) < 1e-5, "a centre crop keeps square pixels square"
+
+
+def test_training_memory_of_another_aspect_ratio_uses_the_targets_camera():
+    """The clip's memory is built from history frames cropped like its targets, so the map is read
+    with the same intrinsics the targets are generated with."""
+    from pewm.model import MemoryBuilder
+    from pewm.train.data import clip_memory
+
+    cfg = from_preset("micro", reader="voxel-render")  # 16x16
+    rng = np.random.default_rng(1)
+    F_, H, W, M = cfg.frames + 1, 24, 32, 3
+    K = np.array([[20.0, 0, 15.5], [0, 20.0, 11.5], [0, 0, 1]])
+    hist_rgb = rng.integers(0, 256, (M, H, W, 3), dtype=np.uint8)
+    hist_depth = rng.uniform(1, 3, (M, H, W)).astype(np.float32)
+    hist_poses = np.repeat(np.eye(4)[None], M, 0)
+    clip = Clip(rgb=rng.integers(0, 256, (F_, H, W, 3), dtype=np.uint8), depth=rng.uniform(1, 3, (F_, H, W)).astype(np.float32),
+                poses=np.repeat(np.eye(4)[None], F_, 0), K=K, history_rgb=hist_rgb, history_depth=hist_depth,
+                history_poses=hist_poses, revisit_share=0.0, episode=0)
+    b = MemoryBuilder(cfg)
+    got = clip_memory(clip, b)
+    r, d, Kf = fit_frames(hist_rgb, hist_depth, K, 16, 16)
+    want = b.from_history(r, d, hist_poses, np.asarray(Kf), clip.poses[0], clip.poses[1:])
+    assert torch.equal(got.rendered, want.rendered) and float(got.rendered[:, :, 4].mean()) > 0.5
+    stretched = b.from_history(hist_rgb, hist_depth, hist_poses, K, clip.poses[0], clip.poses[1:])
+    assert not torch.equal(got.rendered, stretched.rendered), "not the old stretched camera"

@@ -132,6 +132,8 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     out = Path(cfg.out)
     check_output_dir(out, DEMO_ARTEFACTS, cfg.overwrite, remove=False)  # (both files are replaced atomically)
     episode = _recorded_episode(cfg) if cfg.data is not None else None  # a bad --data fails before the model loads
+    if episode is not None:  # as is a bad --start / --steps (the walk is rebuilt at the model's resolution below)
+        walk_from_episode(episode[1], episode[1].rgb.shape[1], cfg.start, cfg.steps, source=episode[0])
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_path(cfg.model)
     model = load_model(model_dir)

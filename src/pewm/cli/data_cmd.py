@@ -12,7 +12,9 @@ from rich.text import Text
 
 from pewm.cli.common import console, progress, progress_callback, user_errors
 
-data_app = typer.Typer(help="Datasets of RGB-D navigation episodes (see docs/data-format.md).", no_args_is_help=True)
+# help texts are plain text: "[default: 525]" must not be read as Rich markup
+data_app = typer.Typer(help="Datasets of RGB-D navigation episodes (see docs/data-format.md).", no_args_is_help=True,
+                       rich_markup_mode=None)
 
 
 @data_app.command()
@@ -26,12 +28,15 @@ def generate(
     workers: int = typer.Option(1, help="Parallel rendering processes."),
     fov: float = typer.Option(90.0, help="Vertical field of view in degrees."),
     camera_height: float = typer.Option(1.25, help="Camera height above the floor in metres."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset in --out that was made with "
+                                   "other arguments (the same arguments resume it without this)."),
 ) -> None:
     """Render episodes in procedural houses with the MuJoCo simulator.
 
     Deterministic for the same arguments and resumable: run the same command again after an
     interruption (Ctrl-C, a crash, a kill) and only the missing or damaged episodes are generated;
-    the result is byte-identical. An existing --out made with other arguments is refused.
+    the result is byte-identical. An existing --out made with other arguments is refused, or
+    replaced with --overwrite.
     Houses are split train/val/test.
     """
     from pewm.sim.generate import GenerateConfig, generate_dataset
@@ -43,7 +48,8 @@ def generate(
                                  camera_height=camera_height)
             with progress() as bar:
                 task = bar.add_task("episodes", total=houses * episodes_per_house)
-                res = generate_dataset(out, cfg, on_progress=lambda d, n: bar.update(task, completed=d))
+                res = generate_dataset(out, cfg, on_progress=lambda d, n: bar.update(task, completed=d),
+                                       overwrite=overwrite)
     except KeyboardInterrupt:
         console.print(f"interrupted; rerun the same command to resume ({out} is incomplete)", highlight=False,
                       markup=False)
@@ -99,8 +105,9 @@ def import_(
         if not overwrite and (out / "dataset.json").exists():
             raise ValueError(f"--out {out}: already holds a dataset; pass --overwrite to replace it, "
                              "or choose another --out")
-        common = dict(max_frames=max_frames, stride=stride, split=split, resolution=resolution, progress=True,
-                      compresslevel=compresslevel, overwrite=overwrite)
+    with user_errors(), progress_callback("importing frames") as on_progress:  # (no user text: not markup)
+        common = dict(max_frames=max_frames, stride=stride, split=split, resolution=resolution,
+                      on_progress=on_progress, compresslevel=compresslevel, overwrite=overwrite)
         if fmt == "tum":
             res = import_tum(src, out, fx=525.0 if fx is None else fx, fy=525.0 if fy is None else fy,
                              cx=319.5 if cx is None else cx, cy=239.5 if cy is None else cy,
@@ -117,24 +124,35 @@ def import_(
 @data_app.command()
 def export(
     path: Path = typer.Argument(..., help="Dataset directory."),
-    out: Path = typer.Option(..., "--out", help="Directory to write the recording to (new or empty)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the recording to (new, empty, or an earlier export with --overwrite)."),
     format: str = typer.Option(..., "--format", help="Layout: tum, scannet or folder (see docs/data-format.md)."),
     episode: int = typer.Option(0, help="Episode index."),
-    pose_convention: str = typer.Option("c2w", help="folder: write c2w or w2c poses."),
-    axes: str = typer.Option("opencv", help="folder: write opencv or opengl camera axes."),
+    pose_convention: Optional[str] = typer.Option(None, help="folder: write c2w or w2c poses [default: c2w]."),
+    axes: Optional[str] = typer.Option(None, help="folder: write opencv or opengl camera axes [default: opencv]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in --out (anything "
+                                   "else there is refused)."),
 ) -> None:
     """Write one episode as a TUM, ScanNet or folder recording (what `pewm data import` reads)."""
     from pewm.data import LAYOUTS, export_episode, open_dataset
+    from pewm.data.export import clear_export_dir
+    from pewm.data.folder import AXES, POSE_CONVENTIONS
 
     with user_errors():
         if format.lower() not in LAYOUTS:
             raise ValueError(f"--format {format!r} is not supported; supported: {', '.join(LAYOUTS)}")
+        for opt, value, choices in (("--pose-convention", pose_convention, POSE_CONVENTIONS), ("--axes", axes, AXES)):
+            if value is not None and format.lower() != "folder":
+                raise ValueError(f"{opt} applies to --format folder only, not {format.lower()}")
+            if value is not None and value not in choices:
+                raise ValueError(f"{opt} {value!r} is not supported; supported: {', '.join(choices)}")
+        clear_export_dir(out, overwrite, remove=False)  # (checked before the dataset is read)
         ds = open_dataset(path)
         if episode not in ds.episode_indices():
             raise ValueError(f"--episode {episode}: {path} has no such episode ({len(ds)} episode files)")
         ep = ds.read(episode)
-        opts = {"pose_convention": pose_convention, "axes": axes} if format.lower() == "folder" else {}
-        export_episode(ep, out, format.lower(), **opts)
+        opts = ({"pose_convention": pose_convention or "c2w", "axes": axes or "opencv"}
+                if format.lower() == "folder" else {})
+        export_episode(ep, out, format.lower(), overwrite=overwrite, **opts)
     K = ep.intrinsics
     hint = (f" (import with --fx {K.fx:g} --fy {K.fy:g} --cx {K.cx:g} --cy {K.cy:g}: TUM stores no intrinsics)"
             if format.lower() == "tum" else "")

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         ),
         videos: int = typer.Option(4, help="side-by-side videos written (first N episodes, seed 0)"),
         long_horizon: int = typer.Option(
-            0, help="also run the long-horizon consistency probe (paper Fig. 4-5) in N held-out houses"
+            0, help="also run the long-horizon consistency probe (paper Fig. 4-5) in N held-out houses "
+            "(pose-only recordings: on the split's first N episodes, along their recorded poses)"
         ),
         long_steps: int = typer.Option(128, help="imagined steps of each long-horizon walk"),
         fuse: str = typer.Option(

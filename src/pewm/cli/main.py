@@ -12,6 +12,7 @@ from pewm.cli.map_cmd import register as register_map
 from pewm.cli.train_cmd import register as register_train
 
 app = typer.Typer(
+    rich_markup_mode=None,  # help texts are plain text: "[default: 525]" is not Rich markup
     name="pewm",
     help=(
         "pewm: Persistent Embodied World Models (arXiv 2505.05495).\n\n"

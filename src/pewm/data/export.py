@@ -14,13 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pewm.atomic import atomic_write_bytes, atomic_write_text
+from pewm.atomic import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text
 from pewm.data.episode import Episode
 from pewm.data.folder import AXES, POSE_CONVENTIONS, to_convention
 from pewm.data.io import read_episode
 from pewm.geometry import Intrinsics, matrix_to_quaternion
+from pewm.outputs import OVERWRITE_OPTION, check_output_dir
 
 LAYOUTS = ("tum", "scannet", "folder")
+# what each exporter writes in its directory (``overwrite`` replaces these and nothing else)
+EXPORT_ARTEFACTS = {
+    "tum": ("rgb", "depth", "rgb.txt", "depth.txt", "groundtruth.txt"),
+    "scannet": ("color", "depth", "pose", "intrinsic"),
+    "folder": ("rgb", "depth", "poses.txt", "intrinsics.txt"),
+}
 
 
 def _episode(ep: Episode | str | Path) -> Episode:
@@ -30,7 +37,8 @@ def _episode(ep: Episode | str | Path) -> Episode:
 def _new_dir(dst: str | Path) -> Path:
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise ValueError(f"{dst}: exists and is not an empty directory; choose a new or empty directory to export to")
+        raise ValueError(f"{dst}: exists and is not an empty directory; choose a new or empty directory to export "
+                         f"to (CLI: pass {OVERWRITE_OPTION} to replace an earlier export)")
     dst.mkdir(parents=True, exist_ok=True)
     return dst
 
@@ -157,10 +165,32 @@ def export_folder(ep: Episode | str | Path, dst: str | Path, *, pose_convention:
     return dst
 
 
-def export_episode(ep: Episode | str | Path, dst: str | Path, layout: str, **options) -> Path:
-    """Export in ``layout`` (``tum``, ``scannet`` or ``folder``) with that exporter's ``options``."""
+def export_episode(ep: Episode | str | Path, dst: str | Path, layout: str, *, overwrite: bool = False,
+                   **options) -> Path:
+    """Export in ``layout`` (``tum``, ``scannet`` or ``folder``) with that exporter's ``options``.
+
+    ``dst`` must be new or empty; with ``overwrite`` it may also hold an earlier export (of any
+    layout: the files and directories in :data:`EXPORT_ARTEFACTS` and temporary files), which is
+    removed first. Anything else in ``dst`` is refused (``ValueError`` naming ``--out``)."""
     _check_choice("--format", layout, LAYOUTS)
+    clear_export_dir(dst, overwrite)
     return {"tum": export_tum, "scannet": export_scannet, "folder": export_folder}[layout](ep, dst, **options)
+
+
+def clear_export_dir(dst: str | Path, overwrite: bool = False, remove: bool = True) -> None:
+    """Refuse ``dst`` unless it is new, empty or (with ``overwrite``) holds only an earlier export,
+    which is then removed (if ``remove``). Nothing is removed when anything else is there."""
+    dst = Path(dst)
+    if str(dst) == "" or not dst.is_dir():
+        check_output_dir(dst, (), option="--out")  # empty path, a file, a path under a file
+        return
+    ours = {n for names in EXPORT_ARTEFACTS.values() for n in names}
+    other = sorted(p.name for p in dst.iterdir() if p.name not in ours and not p.name.endswith(TEMP_SUFFIX))
+    if other:
+        raise ValueError(f"--out {dst}: holds {other[0]!r}, which is not part of an export; "
+                         "choose a new or empty directory to export to")
+    temps = [p.name for p in dst.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    check_output_dir(dst, sorted(ours) + temps, overwrite=overwrite, option="--out", remove=remove)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -162,7 +162,7 @@ def import_folder(
     split: str = "test",
     name: str | None = None,
     compresslevel: int = IMPORT_COMPRESSLEVEL,
-    progress: bool | Callable[[int, int, Path], None] = False,
+    on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
 ) -> ImportReport:
     """Import the folder recording in ``src`` (layout in the module docstring) as a one-episode
@@ -219,7 +219,7 @@ def import_folder(
     def scale_of(p: Path) -> float:
         return depth_scale if depth_scale is not None else (1.0 if p.suffix.lower() == ".npy" else 1000.0)
 
-    step, done = progress_steps(2 * len(keep), progress, f"importing {name}")
+    step, done = progress_steps(2 * len(keep), on_progress)
 
     def rgb_frames() -> Iterator[np.ndarray]:
         load = lambda f: fit.read_rgb(f[0], size, error=FolderFormatError)  # noqa: E731

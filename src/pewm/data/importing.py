@@ -106,24 +106,22 @@ def select(candidates: np.ndarray, stride: int, max_frames: int | None) -> np.nd
     return keep if max_frames is None else keep[:max_frames]
 
 
-def progress_steps(total: int, progress, label: str) -> tuple[Callable[[Path], None], Callable[[], None]]:
-    """``(step, done)`` for ``progress``: a callable ``(i, total, path)``, ``True`` (a rich bar) or off."""
-    if callable(progress):
-        count = [0]
-
-        def step(p: Path) -> None:
-            count[0] += 1
-            progress(count[0], total, p)
-
-        return step, lambda: None
-    if not progress:
+def progress_steps(total: int, on_progress: Callable[[int, int], None] | None
+                   ) -> tuple[Callable[[Path], None], Callable[[], None]]:
+    """``(step, done)`` reporting each step to ``on_progress(done, total)`` (``None``: silent).
+    The importers draw nothing themselves: the caller (the CLI) draws the bar, if any."""
+    if on_progress is None:
         return (lambda p: None), (lambda: None)
-    from rich.progress import Progress
+    if not callable(on_progress):
+        raise TypeError(f"on_progress must be a callable (done, total) or None, got {on_progress!r}")
+    count = [0]
+    on_progress(0, total)
 
-    bar = Progress()
-    bar.start()
-    task = bar.add_task(label, total=total)
-    return (lambda p: bar.advance(task)), bar.stop
+    def step(p: Path) -> None:
+        count[0] += 1
+        on_progress(count[0], total)
+
+    return step, lambda: None
 
 
 def prefetch(fn: Callable, items: Iterable, ahead: int = 4) -> Iterator:

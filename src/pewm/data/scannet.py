@@ -121,7 +121,7 @@ def import_scannet(
     split: str = "test",
     name: str | None = None,
     compresslevel: int = IMPORT_COMPRESSLEVEL,
-    progress: bool | Callable[[int, int, Path], None] = False,
+    on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
 ) -> ImportReport:
     """Import the ScanNet scene export in ``src`` as a one-episode dataset in ``out``.
@@ -183,7 +183,7 @@ def import_scannet(
     color_y, color_x = compose(reg_y, fit.map_y), compose(reg_x, fit.map_x)
     K = fit.K
 
-    step, done = progress_steps(2 * len(keep), progress, f"importing {name}")
+    step, done = progress_steps(2 * len(keep), on_progress)
 
     def rgb_frames() -> Iterator[np.ndarray]:
         load = lambda p: fit.read_rgb(p, c_size, color_y, color_x, ScanNetFormatError)  # noqa: E731

@@ -123,7 +123,7 @@ def import_tum(
     split: str = "test",
     name: str | None = None,
     compresslevel: int = IMPORT_COMPRESSLEVEL,
-    progress: bool | Callable[[int, int, Path], None] = False,
+    on_progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
     resolution: int | None = None,
 ) -> TumImportReport:
@@ -231,7 +231,7 @@ def import_tum(
     fit = Fit.to(Intrinsics(float(fx), float(fy), float(cx), float(cy), W, H), resolution)
     K = fit.K
 
-    step, done = progress_steps(2 * len(keep), progress, f"importing {name}")
+    step, done = progress_steps(2 * len(keep), on_progress)
 
     def load_rgb(f: tuple[Path, int, Path]) -> np.ndarray:
         listed_in, line, p = f

@@ -91,7 +91,8 @@ class BenchmarkConfig:
     videos: int = 4
     threads: int | None = None
     fuse: str = "novel"  # generated frames fused "novel" (only where the map holds nothing yet) or "all"
-    long_horizon: int = 0  # held-out houses of the long-horizon probe (pewm.eval.long_horizon); 0 = skip
+    long_horizon: int = 0  # walks of the long-horizon probe (pewm.eval.long_horizon): held-out houses, or the split's
+    # first episodes when every episode is pose-only (a recording, issue #16); 0 = skip
     long_steps: int = 128
     allow_incomplete: bool = False  # evaluate on a dataset that fails the completeness check (--allow-incomplete)
     allow_any_fov: bool = False  # evaluate episodes whose camera is far from the model's field of view (--allow-any-fov)
@@ -294,6 +295,18 @@ def score(episodes, generated, feats) -> tuple[dict, list[np.ndarray]]:
     return {k: np.concatenate(v) for k, v in per.items()}, curves
 
 
+def _probe_episodes(cfg: BenchmarkConfig, episodes: list[EvalEpisode]):
+    """``(walks, count)`` for the long-horizon probe: ``(None, cfg.long_horizon)`` (held-out simulated
+    houses) unless every evaluated episode is pose-only (recordings, issue #16); then a lazy iterable
+    of ``(name, episode)`` over the first ``cfg.long_horizon`` episodes of the split, each read only up
+    to ``cfg.long_steps + 1`` frames."""
+    if not all(e.actions is None for e in episodes):
+        return None, cfg.long_horizon
+    ds = open_dataset(cfg.data)
+    paths = ds.episode_paths(None if cfg.split == "all" else cfg.split)[: cfg.long_horizon]
+    return ((f"{cfg.data} {p.name}", ds.read(p, slice(0, cfg.long_steps + 1))) for p in paths), len(paths)
+
+
 def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     """Run the benchmark (module docstring) and write ``results.json``, ``results.md``, the PSNR
     plot and side-by-side videos into ``cfg.out``; returns the aggregated results."""
@@ -365,10 +378,12 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
                                                       "render_supersample", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
-        long = long_horizon_consistency(main, cfg.long_horizon, cfg.long_steps,
+        walks, n_walks = _probe_episodes(cfg, episodes)
+        long = long_horizon_consistency(main, n_walks, cfg.long_steps,
                                         # the probe samples without memory guidance (as it always has)
                                         sampling=cfg.sampling.replace(guidance_scale=None),
-                                        console=console, fuse=cfg.fuse)
+                                        console=console, fuse=cfg.fuse, episodes=walks,
+                                        allow_any_fov=cfg.allow_any_fov)
         meta["long_horizon"] = long
         meta["seconds"] = time.perf_counter() - t0
         write_results_json(out / "results.json", results, meta)

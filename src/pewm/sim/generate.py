@@ -33,7 +33,8 @@ import numpy as np
 
 from pewm.atomic import TEMP_SUFFIX, atomic_write_bytes
 from pewm.data import DatasetSpec, Episode, EpisodeError, Manifest, create_dataset, file_sha256, open_dataset
-from pewm.data import read_episode
+from pewm.data import DatasetError, read_episode
+from pewm.data.importing import existing_dataset_files, remove_files
 from pewm.geometry import AgentState, intrinsics_from_fov
 from pewm.sim.env import EmbodiedEnv, SimConfig
 from pewm.sim.house import House, generate_house
@@ -284,17 +285,18 @@ MANIFEST_SAVE_EVERY_S = 2.0
 
 
 def generate_dataset(out: str | Path, cfg: GenerateConfig,
-                     on_progress: Callable[[int, int], None] | None = None) -> dict:
+                     on_progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> dict:
     """Generate (or finish) the dataset in ``out``. Returns counts and timings.
 
     ``on_progress(done, total)`` is called after every episode. Arguments must match the ones the
     directory was created with (checked through ``dataset.json``), so a resumed run cannot mix
-    datasets; a directory that is neither empty nor a dataset is refused. Ctrl-C raises
+    datasets; with ``overwrite`` a dataset made with other arguments is removed (only its own
+    files) and generated anew. A directory that is neither empty nor a dataset is refused. Ctrl-C raises
     :class:`KeyboardInterrupt` after stopping cleanly (module docstring).
     """
     out = Path(out)
     with deferred_sigint() as stop:
-        ds = _open_or_create(out, dataset_spec(cfg))
+        ds = _open_or_create(out, dataset_spec(cfg), overwrite)
         ds.clean_temp_files()  # leftovers of an interrupted run (one generator per directory at a time)
         plans = plan_dataset(cfg)
         manifest = _start_manifest(ds, cfg, plans)
@@ -333,18 +335,21 @@ def generate_dataset(out: str | Path, cfg: GenerateConfig,
             "frames_generated": frames, "seconds": dt}
 
 
-def _open_or_create(out: Path, spec: DatasetSpec):
+def _open_or_create(out: Path, spec: DatasetSpec, overwrite: bool = False):
     if (out / "dataset.json").exists():
         ds = open_dataset(out)
         old = {k: v for k, v in ds.spec.generator.items() if k != "workers"}
         new = {k: v for k, v in spec.generator.items() if k != "workers"}
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ValueError(
-                f"{out / 'dataset.json'} was generated with different arguments ({', '.join(diff)}); "
-                "use another --out directory or the same arguments to resume"
-            )
-        return ds
+        if old == new:
+            return ds
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if not overwrite:
+            raise ValueError(f"--out {out}: was generated with different arguments ({', '.join(diff)}); pass "
+                             "--overwrite to replace it, use the same arguments to resume, or choose another --out")
+        try:
+            remove_files(out, existing_dataset_files(out, overwrite=True))  # only the dataset's own files
+        except DatasetError as e:
+            raise ValueError(f"--out {out}: {e.reason} (--overwrite removes only a dataset's own files)") from None
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out}: exists and is not a directory")

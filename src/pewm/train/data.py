@@ -51,9 +51,12 @@ def clip_memory(clip: Clip, builder: MemoryBuilder | None) -> MemoryInput:
     """The memory of one clip built from its ground-truth history (batch 1); empty without a builder."""
     if builder is None:
         return MemoryInput()
-    return builder.from_history(
-        clip.history_rgb, clip.history_depth, clip.history_poses, clip.K, clip.poses[0], clip.poses[1:]
-    )
+    rgb, depth, K = clip.history_rgb, clip.history_depth, clip.K
+    h, w = builder.model_cfg.image_height, builder.model_cfg.image_width
+    H, W = np.shape(depth)[-2:]
+    if len(depth) and H * w != W * h:  # the same centre crop as the targets (clip_tensors): one camera
+        rgb, depth, K = fit_frames(np.asarray(rgb), np.asarray(depth, dtype=np.float32), K, h, w)
+    return builder.from_history(rgb, depth, clip.history_poses, np.asarray(K), clip.poses[0], clip.poses[1:])
 
 
 def collate_clips(clips: list[Clip], cfg: ModelConfig, builder: MemoryBuilder | None = None) -> ClipBatch:
