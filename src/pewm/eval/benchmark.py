@@ -49,11 +49,11 @@ from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdo
 from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
 from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
 from pewm.eval.revisit import classify, observed_fraction
-from pewm.eval.walks import fit_to_model
 from pewm.geometry import actions_from_poses, poses_from_actions
 from pewm.model import READERS, MemoryBuilder, SamplingConfig, WorldModel, reader_class
 from pewm.model.inputs import check_fov
 from pewm.outputs import check_output_dir
+from pewm.model.frame_ops import fit_to_model
 from pewm.rollout import RolloutMemory, rollout
 
 

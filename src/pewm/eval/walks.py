@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pewm.data import fit_frames
 from pewm.geometry import Action, AgentState
 from pewm.memory.viz import map_top_down_image
 from pewm.model import MemoryBuilder, SamplingConfig
-from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+from pewm.model.frame_ops import fit_to_model
 from pewm.rollout import RolloutMemory, rollout
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 from pewm.sim.topdown import top_down_image
@@ -69,26 +68,6 @@ class WalkEpisode:
     def steps(self) -> int:
         """Imagined frames of the walk (the start frame is given)."""
         return len(self.poses) - 1
-
-
-def fit_to_model(rgb, depth, K, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A recorded episode's frames ``(N, H, W, 3)`` uint8 / ``(N, H, W)`` and intrinsics ``K`` at the
-    model's ``height`` x ``width``: unchanged when they have it; frames of the model's aspect ratio
-    (square simulator data) resized as before issue #16 (area average, depth nearest pixel centre,
-    bit for bit the same numbers); any other aspect ratio (a 640x480 recording) centre-cropped and
-    resized by :func:`pewm.data.fit.fit_frames`. Returns ``(rgb, depth float32, K float64)``."""
-    rgb, depth = np.asarray(rgb), np.asarray(depth, dtype=np.float32)
-    K = np.asarray(K, dtype=np.float64)
-    H, W = depth.shape[-2:]
-    if (H, W) == (height, width):
-        return rgb, depth, K
-    if H * width != W * height:
-        rgb, depth, K = fit_frames(rgb, depth, K, height, width)
-        return rgb, depth, np.asarray(K, dtype=np.float64)
-    rgb = (resize_rgb(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, height, width)
-           .permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
-    depth = resize_depth(torch.from_numpy(depth), height, width).numpy()
-    return rgb, depth, np.asarray(scale_intrinsics(K, (H, W), (height, width)), dtype=np.float64)
 
 
 def turn_away_and_back(turns: int = 12) -> list[int]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pewm.data import fit_frames
 from pewm.geometry import Intrinsics
 
 
@@ -93,5 +94,25 @@ def pad_features(features: torch.Tensor, dim: int) -> torch.Tensor:
     return F.pad(features.float(), (0, dim - C)) if C < dim else features.float()
 
 
-__all__ = ["as_pose", "as_poses", "pad_features", "poses_in_camera", "resize_depth", "resize_frames_uint8",
+def fit_to_model(rgb, depth, K, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames ``(N, H, W, 3)`` uint8 / ``(N, H, W)`` and intrinsics ``K`` (an episode's, a clip's) at the
+    model's ``height`` x ``width``: unchanged when they have it; frames of the model's aspect ratio
+    (square simulator data) resized as before issue #16 (area average, depth nearest pixel centre,
+    bit for bit the same numbers); any other aspect ratio (a 640x480 recording) centre-cropped and
+    resized by :func:`pewm.data.fit.fit_frames`. Returns ``(rgb, depth float32, K float64)``."""
+    rgb, depth = np.asarray(rgb), np.asarray(depth, dtype=np.float32)
+    K = np.asarray(K, dtype=np.float64)
+    H, W = depth.shape[-2:]
+    if (H, W) == (height, width):
+        return rgb, depth, K
+    if H * width != W * height:
+        rgb, depth, K = fit_frames(rgb, depth, K, height, width)
+        return rgb, depth, np.asarray(K, dtype=np.float64)
+    rgb = (resize_rgb(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255, height, width)
+           .permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
+    depth = resize_depth(torch.from_numpy(depth), height, width).numpy()
+    return rgb, depth, np.asarray(scale_intrinsics(K, (H, W), (height, width)), dtype=np.float64)
+
+
+__all__ = ["as_pose", "as_poses", "fit_to_model", "pad_features", "poses_in_camera", "resize_depth", "resize_frames_uint8",
            "resize_rgb", "scale_intrinsics", "world_to_camera"]

@@ -17,14 +17,12 @@ from pewm.data import fit_frames
 from pewm.data.clips import Clip
 from pewm.model import ClipBatch, MemoryInput, ModelConfig
 from pewm.model import MemoryBuilder, stack_memory
-from pewm.model.frame_ops import resize_depth, resize_rgb, scale_intrinsics
+from pewm.model.frame_ops import fit_to_model
 
 
 def clip_tensors(clip: Clip, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``rgb`` ``(1 + H, 3, h, w)`` uint8, ``depth`` ``(1 + H, h, w)``, ``poses`` ``(1 + H, 4, 4)``
-    float64 and ``K`` ``(3, 3)`` of one clip at the model's resolution: frames of the model's aspect
-    ratio resized (area average, depth nearest pixel centre); others (a 640x480 recording)
-    centre-cropped and resized by :func:`pewm.data.fit.fit_frames`."""
+    float64 and ``K`` ``(3, 3)`` of one clip at the model's resolution (:func:`pewm.model.frame_ops.fit_to_model`)."""
     h, w = cfg.image_height, cfg.image_width
     F_ = cfg.frames + 1
     if clip.rgb.shape[0] != F_:
@@ -32,19 +30,9 @@ def clip_tensors(clip: Clip, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tens
             f"clip has {clip.rgb.shape[0]} frames but the model needs 1 + H = {F_}; set "
             f"ClipConfig(future_frames={cfg.frames})"
         )
-    poses = torch.from_numpy(np.asarray(clip.poses, dtype=np.float64))
-    src = tuple(np.shape(clip.depth)[-2:])
-    if src[0] * w != src[1] * h:  # another aspect ratio (a recording): centre crop, then resize
-        rgb, depth, K = fit_frames(np.asarray(clip.rgb), np.asarray(clip.depth, dtype=np.float32), clip.K, h, w)
-        return (torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), torch.from_numpy(depth), poses,
-                torch.as_tensor(np.asarray(K), dtype=torch.float32))
-    rgb = torch.from_numpy(np.ascontiguousarray(clip.rgb)).permute(0, 3, 1, 2)
-    depth = torch.from_numpy(np.asarray(clip.depth, dtype=np.float32))
-    if src != (h, w):
-        rgb = (resize_rgb(rgb.float() / 255.0, h, w) * 255.0).round().clamp(0, 255).to(torch.uint8)
-        depth = resize_depth(depth, h, w)
-    K = scale_intrinsics(clip.K, src, (h, w))
-    return rgb, depth, poses, K
+    rgb, depth, K = fit_to_model(clip.rgb, clip.depth, clip.K, h, w)
+    return (torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2), torch.from_numpy(depth),
+            torch.from_numpy(np.asarray(clip.poses, dtype=np.float64)), torch.as_tensor(K, dtype=torch.float32))
 
 
 def clip_memory(clip: Clip, builder: MemoryBuilder | None) -> MemoryInput:
