@@ -470,3 +470,32 @@ def test_close_holes_fills_gaps_inside_coverage_but_keeps_its_border():
     wide = torch.zeros(1, 12, 12, dtype=torch.bool)
     wide[:, :, :3] = wide[:, :, 9:] = True  # a 6-pixel gap: a real unseen region, kept novel
     assert not bool(close_holes(wide, 2)[:, :, 4:8].any())
+
+
+@pytest.mark.parametrize("reader", ["voxel-render", "frames"])
+def test_env_with_memory_off_reads_an_empty_memory_and_still_records(reader):
+    """``use_memory = False``: the frame is what an empty memory gives (same noise), and the
+    imagined frames are fused all the same; switching back on reads them."""
+    torch.manual_seed(1)
+    m = WorldModel(from_preset("micro", reader=reader)).eval()
+    with torch.no_grad():  # zero-initialised output layers would hide the memory's effect
+        for prm in m.parameters():
+            if not prm.any():
+                prm.normal_(0, 0.05)
+    rgb, depth, pose, _ = _start(B=1)
+    hist = dict(zip(("rgb", "depth", "poses", "K"), _history()))
+    off = WorldModelEnv(m, sampling=SAMPLING, seed=3)
+    off.reset(options={"rgb": rgb, "depth": depth, "pose": pose, "memory": hist})
+    off.use_memory = False
+    on = WorldModelEnv(m, sampling=SAMPLING, seed=3)
+    on.reset(options={"rgb": rgb, "depth": depth, "pose": pose, "memory": hist})
+    before = off.memories[0].frames_added
+    a, b = off.step([0])[0], on.step([0])[0]
+    assert not np.array_equal(a["rgb"], b["rgb"])  # the memory matters to this model
+    assert off.memories[0].frames_added == before + 1
+    ref = WorldModelEnv(m, sampling=SAMPLING, seed=3)
+    ref.reset(options={"rgb": rgb, "depth": depth, "pose": pose})
+    ref.use_memory = False
+    assert np.array_equal(ref.step([0])[0]["rgb"], a["rgb"])  # off = an empty memory, whatever is in it
+    off.use_memory = True
+    assert not np.array_equal(off.step([0])[0]["rgb"], ref.step([0])[0]["rgb"])

@@ -10,6 +10,10 @@ fused into its env's memory.
 
 ``step`` generates one chunk whose first future pose is the action's result and whose other
 ``H - 1`` future poses repeat it ("stay"), and keeps only the first frame.
+
+``use_memory = False`` switches the memory off for the next generations (the paper's "w/o
+memory" ablation, live): the model reads an empty memory, and what it imagines is still fused
+into the env's memory, so switching it back on reads everything imagined so far.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class WorldModelEnv(gym.Env):
         self._depth: torch.Tensor | None = None
         self._pose: np.ndarray | None = None
         self._steps_taken = 0
+        self.use_memory = True
 
     # -- state -----------------------------------------------------------------------------------
     def _need_reset(self) -> None:
@@ -210,9 +215,13 @@ class WorldModelEnv(gym.Env):
     def _chunk(self, acts, poses):
         N = self.num_envs
         t0 = time.perf_counter()
-        ch = generate_chunk(self.model, self._rgb, self._depth, self._pose, self.K, acts, self._memories,
-                            poses=poses, fuse=True, sampling=self.sampling, generator=self._generator,
+        read_from = self._memories if self.use_memory else [RolloutMemory(self.builder) for _ in range(N)]
+        ch = generate_chunk(self.model, self._rgb, self._depth, self._pose, self.K, acts, read_from,
+                            poses=poses, fuse=self.use_memory, sampling=self.sampling, generator=self._generator,
                             action_config=self.action_config)
+        if not self.use_memory:  # recorded all the same (what generate_chunk's fuse would have done)
+            for b, m in enumerate(self._memories):
+                m.add(ch.rgb[b], ch.depth[b], ch.poses[b], self.K[b], novel_only=True)
         seconds = time.perf_counter() - t0
         self._rgb, self._depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
         self._pose = ch.poses[:, -1].numpy().copy()
