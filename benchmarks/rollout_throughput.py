@@ -10,9 +10,15 @@ CPU), their ratios, split into generation (``WorldModel.generate``) and memory (
 map's size along the way.
 
     python benchmarks/rollout_throughput.py [--model DIR | --preset tiny --reader voxel-xattn] [--steps 500]
-        [--threads N] [--out benchmarks/results/rollout_throughput.json]
+        [--threads N] [--compare-general-path] [--out benchmarks/results/rollout_throughput.json]
 
 Target: late/early chunk time ratio <= 1.2 (memory tokens are bounded).
+
+Threads: ``--threads``, else ``$PEWM_THREADS``, else 1 (:mod:`pewm.model.threads`). With
+``--compare-general-path`` the same rollout (same noise) also runs with the pure-efficiency
+shortcuts off (:func:`pewm.model.layers.set_fast_paths`), first, in the same process: both
+frames/s, their ratio and whether the frames are identical are reported (#14 target: >= 2x the
+general path's frames/s, outputs unchanged).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import numpy as np
 import torch
 
 from pewm.model import READERS, SamplingConfig, WorldModel, from_preset
+from pewm.model.layers import set_fast_paths
+from pewm.model.threads import set_threads
 from pewm.rollout import rollout
 
 
@@ -74,14 +82,19 @@ def main() -> None:
                     help="memory reader (default voxel-xattn, or the checkpoint's)")
     ap.add_argument("--steps", type=int, default=500, help="actions in the rollout")
     ap.add_argument("--ddim-steps", type=int, default=None, help="sampling steps per chunk (default: the model's)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--threads", default=None,
+                    help="torch threads: a number or 'auto' (default: $PEWM_THREADS, else 1; pewm.model.threads)")
+    ap.add_argument("--compare-general-path", action="store_true",
+                    help="also run the rollout with the fast paths off (first) and compare speed and frames")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/rollout_throughput.json")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be >= 1")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    try:
+        set_threads(args.threads)
+    except ValueError as e:
+        ap.error(f"--threads: {e}")
 
     if args.model:
         model = WorldModel.from_pretrained(args.model, reader=args.reader)
@@ -114,10 +127,33 @@ def main() -> None:
     sampling = SamplingConfig(steps=args.ddim_steps)
     # warm-up: one chunk (scheduler construction, first-call allocations) outside the measurement
     rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions[:H], sampling=sampling, generator=gen)
+    general = None
+    if args.compare_general_path:
+        state = gen.get_state()
+        set_fast_paths(model, False)
+        t0 = time.perf_counter()
+        g = rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions, sampling=sampling, generator=gen,
+                    progress=True)
+        general = (g, time.perf_counter() - t0)
+        set_fast_paths(model, True)
+        gen.set_state(state)  # the same noise again
     t0 = time.perf_counter()
     r = rollout(model, obs["rgb"], obs["depth"], obs["pose"], K, actions, sampling=sampling, generator=gen,
                 progress=True)
     total = time.perf_counter() - t0
+    comparison = None
+    if general is not None:
+        g, g_total = general
+        comparison = {
+            "general_total_seconds": g_total,
+            "general_frames_per_second": len(actions) / g_total,
+            "general_generate_seconds": g.generate_seconds,
+            "speedup": g_total / total,
+            "rgb_identical": bool(torch.equal(g.rgb, r.rgb)),
+            "depth_identical": bool(torch.equal(g.depth, r.depth)),
+            "rgb_max_abs_diff": int((g.rgb.int() - r.rgb.int()).abs().max()),
+            "depth_max_abs_diff": float((g.depth - r.depth).abs().max()),
+        }
 
     T = len(actions)
     c_early = min((10 - 1) // H, r.num_chunks - 1)  # chunk holding frame 10 (made by action 9)
@@ -133,6 +169,12 @@ def main() -> None:
                     "early_window_median_s": ew, "late_window_median_s": lw, "window_ratio": lw / ew}
 
     print(f"\nrollout of {T} actions in {r.num_chunks} chunks: {total:.1f} s ({T / total:.2f} frames/s)")
+    if comparison is not None:
+        c = comparison
+        print(f"general path (fast paths off): {c['general_total_seconds']:.1f} s "
+              f"({c['general_frames_per_second']:.2f} frames/s); speed-up {c['speedup']:.2f}x; frames identical: "
+              f"rgb {c['rgb_identical']} (max diff {c['rgb_max_abs_diff']}), depth {c['depth_identical']} "
+              f"(max diff {c['depth_max_abs_diff']:.3g} m)")
     print(f"{'per chunk':<12}{'step ~' + str(min(10, T)) + ' (s)':>16}{'step ' + str(T) + ' (s)':>16}"
           f"{'ratio':>8}{'window ratio':>14}")
     for name, a in at.items():
@@ -156,6 +198,7 @@ def main() -> None:
         "chunks": r.num_chunks,
         "total_seconds": total,
         "frames_per_second": T / total,
+        "general_path": comparison,
         "early_chunk": c_early,
         "late_chunk": c_late,
         "timing": at,

@@ -5,10 +5,12 @@ Used by the convention tests (which catch pose/frame off-by-one errors) and usab
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from pewm.geometry.projection import _t, project_points, unproject_depth, valid_depth
+
+if TYPE_CHECKING:
+    import torch
 
 
 def reprojection_depth_errors(depth_a, pose_a, depth_b, pose_b, K, max_depth: float | None = None,
@@ -26,6 +28,9 @@ def reprojection_depth_errors(depth_a, pose_a, depth_b, pose_b, K, max_depth: fl
     so pose errors show only on other surfaces: mask floors and ceilings out to catch them.
     Returns a 1-D tensor of errors (empty if nothing is co-visible).
     """
+    import torch  # on first use (see pewm.geometry.projection)
+    import torch.nn.functional as F
+
     da = _t(depth_a).float()
     db = _t(depth_b).float()
     H, W = db.shape[-2:]

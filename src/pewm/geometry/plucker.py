@@ -7,13 +7,18 @@ is the same for every point on the ray, so the embedding describes the ray, not 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from pewm.geometry.projection import _t, camera_rays
+
+if TYPE_CHECKING:
+    import torch
 
 
 def plucker_rays(K, cam_to_world, height: int, width: int) -> torch.Tensor:
     """Plücker embedding ``(..., 6, H, W)``: channels 0-2 are the moment ``o x d``, 3-5 the direction ``d``."""
+    import torch  # on first use (see pewm.geometry.projection)
+
     T = _t(cam_to_world)
     if not T.is_floating_point():
         T = T.float()

@@ -2,15 +2,25 @@
 
 Depth is metric z-depth (distance along the optical axis). Pixel ``(row, col)`` has image
 coordinates ``(u, v) = (col, row)`` (OpenCV: integer coordinates at pixel centres).
+
+torch is imported inside the functions (the first call loads it), so that ``pewm.geometry`` and
+the packages above it that need no tensors (``pewm.data``, ``pewm data info``) start without it
+(``tests/test_startup.py``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _t(x, like: torch.Tensor | None = None, dtype=None) -> torch.Tensor:
+    import torch
+
     if isinstance(x, torch.Tensor):
         t = x
     else:
@@ -22,19 +32,27 @@ def _t(x, like: torch.Tensor | None = None, dtype=None) -> torch.Tensor:
     return t
 
 
-def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Homogeneous pixel coordinates ``(H, W, 3)`` with ``[..., 0] = u = col`` and ``[..., 1] = v = row``."""
+def pixel_grid(height: int, width: int, device=None, dtype=None) -> torch.Tensor:
+    """Homogeneous pixel coordinates ``(H, W, 3)`` with ``[..., 0] = u = col`` and ``[..., 1] = v = row``
+    (``dtype`` default float32)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     v, u = torch.meshgrid(
         torch.arange(height, device=device, dtype=dtype), torch.arange(width, device=device, dtype=dtype), indexing="ij"
     )
     return torch.stack([u, v, torch.ones_like(u)], dim=-1)
 
 
-def camera_rays(K, height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Camera-frame ray directions ``K^-1 [u, v, 1]`` with unit z, shape ``(..., H, W, 3)``.
+def camera_rays(K, height: int, width: int, device=None, dtype=None) -> torch.Tensor:
+    """Camera-frame ray directions ``K^-1 [u, v, 1]`` with unit z, shape ``(..., H, W, 3)``
+    (``dtype`` default float32).
 
     Multiplying by z-depth gives the camera-frame point.
     """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     K = _t(K, dtype=dtype).to(device) if device is not None else _t(K, dtype=dtype)
     pix = pixel_grid(height, width, device=K.device, dtype=dtype)
     Kinv = torch.linalg.inv(K)
@@ -47,6 +65,8 @@ def unproject_depth(depth, K, cam_to_world) -> torch.Tensor:
     ``K`` is ``(..., 3, 3)`` and ``cam_to_world`` ``(..., 4, 4)``; leading dims broadcast.
     Invalid depth (0, NaN, inf) gives points that callers should mask with :func:`valid_depth`.
     """
+    import torch
+
     depth = _t(depth)
     if not depth.is_floating_point():
         depth = depth.float()
@@ -62,6 +82,8 @@ def unproject_depth(depth, K, cam_to_world) -> torch.Tensor:
 
 def valid_depth(depth, max_depth: float | None = None) -> torch.Tensor:
     """Mask of usable depth: finite, positive and (optionally) at most ``max_depth``."""
+    import torch
+
     depth = _t(depth)
     ok = torch.isfinite(depth) & (depth > 0)
     if max_depth is not None:
@@ -75,6 +97,8 @@ def project_points(points_world, K, cam_to_world) -> tuple[torch.Tensor, torch.T
     Returns ``(uv, z)``: pixel coordinates ``(..., N, 2)`` (``u = col``, ``v = row``) and camera
     z-depth ``(..., N)``. Points behind the camera have ``z <= 0``; callers mask them.
     """
+    import torch
+
     p = _t(points_world)
     if not p.is_floating_point():
         p = p.float()

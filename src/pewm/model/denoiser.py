@@ -26,7 +26,7 @@ future frames only, in the normalised RGB-D space of :mod:`pewm.model.normalizat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -53,15 +53,17 @@ class Conditioning:
     """Everything but the noisy frames and the timestep; computed once per clip, reused at every
     sampling step. ``current`` ``(B, C, h', w')`` the clean current frame in diffusion space, ``plucker``
     ``(B, 1 + H, 6, h, w)``, ``cam`` ``(B, (1 + H) * L, 6)`` the per-patch mean Plücker ray (the
-    memory blocks' camera embedding), ``memory`` the reader's prepared memory."""
+    memory blocks' camera embedding), ``memory`` the reader's prepared memory. ``rays``: the
+    denoiser's cache of its ray embedding (the same at every sampling step), filled without grad."""
 
     current: torch.Tensor
     plucker: torch.Tensor
     cam: torch.Tensor
     memory: MemoryContext
+    rays: tuple | None = field(default=None, repr=False, compare=False)
 
     def drop_memory(self, keep: torch.Tensor) -> "Conditioning":
-        return Conditioning(self.current, self.plucker, self.cam, self.memory.drop(keep))
+        return Conditioning(self.current, self.plucker, self.cam, self.memory.drop(keep), self.rays)
 
 
 class BackboneBlock(nn.Module):
@@ -121,6 +123,9 @@ class Denoiser(nn.Module):
         # or zero output projections, the reader option init), so they add exactly 0; skipping them
         # then is exact and saves their cost (tests/test_train_loop.py).
         self.run_memory_blocks = True
+        # pure-efficiency shortcut (pewm.model.layers.set_fast_paths): the ray embedding of a
+        # Conditioning is computed once, not at every sampling step (bit-identical)
+        self.fast_path = True
 
     # -- parameter groups (stage 1 trains the backbone, stage 2 the memory, §3.4 "Training") ----
     def memory_parameters(self):
@@ -174,6 +179,19 @@ class Denoiser(nn.Module):
         mem = self.reader.prepare(memory, B, current.device, dtype)
         return Conditioning(current, plucker, cam, mem)
 
+    def _ray_tokens(self, cond: Conditioning, dtype: torch.dtype) -> torch.Tensor:
+        """``ray_embed`` of the clip's Plücker rays: it does not depend on the noisy frames or the
+        timestep, so without grad it is kept in ``cond`` for the next sampling steps (keyed on the
+        dtype, the autocast state and the weights' version)."""
+        if not self.fast_path or torch.is_grad_enabled():
+            return self.ray_embed(cond.plucker.to(dtype).flatten(0, 1))
+        dev = cond.plucker.device.type
+        w = self.ray_embed.weight
+        key = (dtype, torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev), w.data_ptr(), w._version)
+        if cond.rays is None or cond.rays[0] != key:
+            cond.rays = (key, self.ray_embed(cond.plucker.to(dtype).flatten(0, 1)))
+        return cond.rays[1]
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """``x_t`` ``(B, H, C, h', w')`` noisy future frames (diffusion space), ``t`` ``(B,)``
@@ -187,7 +205,7 @@ class Denoiser(nn.Module):
                 f"x_t has shape {tuple(x_t.shape)}, expected (B, {cfg.frames}, {', '.join(map(str, want))})"
             )
         frames = torch.cat([cond.current[:, None].to(x_t.dtype), x_t], dim=1).flatten(0, 1)
-        x = self.patch_embed(frames) + self.ray_embed(cond.plucker.to(x_t.dtype).flatten(0, 1))
+        x = self.patch_embed(frames) + self._ray_tokens(cond, x_t.dtype)
         x = x.flatten(2).transpose(1, 2)  # (B*F, L, w)
         x = (x + self.pe_space).view(B, F_, L, -1) + self.pe_time[:, None]
         x = x.reshape(B, F_ * L, -1)

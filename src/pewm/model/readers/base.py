@@ -102,13 +102,19 @@ class MemoryContext:
     input_tokens: torch.Tensor | None = None
     positions: torch.Tensor | None = None  # (B, N, 3) token positions in the current camera's frame (voxel-xattn)
     attn_mask: torch.Tensor | None = field(init=False, default=None)
+    # True when every query can attend to the null token only (no map tokens, or all masked, e.g. a
+    # dropped memory): the memory blocks' cross-attention then has a single key (MemoryBlock's
+    # fast path)
+    null_only: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         # (B, 1 + N) mask with the always-valid null token first; None when every token is valid
         # (lets SDPA take its unmasked fast path and avoids a device sync in every block)
-        if not bool(self.mask.all()):
+        all_valid = bool(self.mask.all())
+        if not all_valid:
             ones = torch.ones(self.mask.shape[0], 1, dtype=torch.bool, device=self.mask.device)
             self.attn_mask = torch.cat([ones, self.mask], dim=1)
+        self.null_only = self.tokens.shape[1] == 0 or (not all_valid and not bool(self.mask.any()))
 
     def drop(self, keep: torch.Tensor) -> "MemoryContext":
         """The same memory with the samples where ``keep`` (``(B,)`` bool) is False emptied (CFG)."""

@@ -67,6 +67,9 @@ class MemoryBlock(nn.Module):
                     lin.bias.zero_()
         elif init not in MEMORY_INITS:
             raise ValueError(f"MemoryBlock: init must be one of {MEMORY_INITS}, got {init!r}")
+        # pure-efficiency shortcut (pewm.model.layers.set_fast_paths): with the null token as the
+        # only key the attention's output does not depend on the queries (see forward)
+        self.fast_path = True
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, cam: torch.Tensor, ctx,
                 q_extra: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,16 +79,25 @@ class MemoryBlock(nn.Module):
         shift_h, scale_h, gate_m, shift_f, scale_f, gate_h = self.ada_video(c)
         shift_m, scale_m = self.ada_map(c)
         b = x.shape[0]
-        mem = torch.cat([self.null.expand(b, -1, -1).to(x.dtype), ctx.tokens.to(x.dtype)], dim=1)
-        mem = modulate(self.norm_map(mem), shift_m, scale_m)
-        q = modulate(self.norm_video(x), shift_h, scale_h)
-        extra = self.cam(cam.to(x.dtype))
-        if q_extra is not None:
-            extra = extra + q_extra
-        bias = None
-        if attn_bias is not None:
-            bias = F.pad(attn_bias.to(x.dtype), (1, 0))  # the null token: no bias
-        a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra, bias=bias)
+        if self.fast_path and ctx.null_only and not torch.is_grad_enabled():
+            # Only the null token can be attended to (the voxel-render and none readers, a dropped
+            # memory): the softmax over a single key is 1, so every query token reads the null
+            # token's value; computed once per block and step instead of per query token (the
+            # queries, camera embedding, q_extra and bias cannot change it). Not while training:
+            # the query-side parameters must stay in the graph (DDP, AdamW's weight decay).
+            mem = modulate(self.norm_map(self.null.expand(b, -1, -1).to(x.dtype).contiguous()), shift_m, scale_m)
+            a = self.attn.single_key(mem, x.shape[1], 1 + ctx.tokens.shape[1])  # (B, 1, width): broadcast
+        else:
+            mem = torch.cat([self.null.expand(b, -1, -1).to(x.dtype), ctx.tokens.to(x.dtype)], dim=1)
+            mem = modulate(self.norm_map(mem), shift_m, scale_m)
+            q = modulate(self.norm_video(x), shift_h, scale_h)
+            extra = self.cam(cam.to(x.dtype))
+            if q_extra is not None:
+                extra = extra + q_extra
+            bias = None
+            if attn_bias is not None:
+                bias = F.pad(attn_bias.to(x.dtype), (1, 0))  # the null token: no bias
+            a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra, bias=bias)
         x = gated_residual(x, gate_m, a)
         return gated_residual(x, gate_h, self.ff(modulate(self.norm_ff(x), shift_f, scale_f)))
 
