@@ -165,6 +165,16 @@ CASES = [
     ("demo-threads-zero", ["demo", "--out", "{tmp}/d", "--threads", "0"], ["--threads"]),
     ("demo-out-is-file", ["demo", "--out", "{file}"], ["{file}"]),
     ("demo-seed-not-int", ["demo", "--out", "{tmp}/d", "--seed", "lucky"], ["--seed"]),
+    # --- play (each refused before a server starts)
+    ("play-port-huge", ["play", "--no-open", "--port", "70000"], ["--port"]),
+    ("play-port-not-int", ["play", "--no-open", "--port", "http"], ["--port"]),
+    ("play-sampling-steps-zero", ["play", "--no-open", "--sampling-steps", "0"], ["sampling steps"]),
+    ("play-anchor-unknown", ["play", "--no-open", "--anchor", "glue"], ["glue"]),
+    ("play-max-sessions-zero", ["play", "--no-open", "--max-sessions", "0"], ["--max-sessions"]),
+    ("play-idle-timeout-zero", ["play", "--no-open", "--idle-timeout", "0"], ["--idle-timeout"]),
+    ("play-threads-zero", ["play", "--no-open", "--threads", "0"], ["--threads"]),
+    ("play-house-seed-negative", ["play", "--no-open", "--house-seed", "-3"], ["--house-seed"]),
+    ("play-model-nonexistent", ["play", "--no-open", "--model", "{tmp}/nomodel"], ["{tmp}/nomodel"]),
 ]
 
 
@@ -219,7 +229,7 @@ def test_the_table_is_large_and_covers_every_command():
     assert len({c[0] for c in CASES}) == len(CASES)
     firsts = {" ".join(a[:2]) if a[0] == "data" else a[0] for _, a, _ in CASES}
     for cmd in ("data generate", "data import", "data info", "data verify", "data view", "map", "train", "eval",
-                "demo", "version"):
+                "demo", "play", "version"):
         assert cmd in firsts, cmd
 
 

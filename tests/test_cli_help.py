@@ -9,7 +9,7 @@ from pewm.cli.main import app
 COMMANDS = [["--help"], ["data", "--help"], ["data", "generate", "--help"], ["data", "import", "--help"],
             ["data", "export", "--help"], ["data", "info", "--help"], ["data", "verify", "--help"],
             ["data", "view", "--help"], ["map", "--help"], ["train", "--help"], ["eval", "--help"],
-            ["demo", "--help"]]
+            ["demo", "--help"], ["play", "--help"]]
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=[" ".join(a[:-1]) or "pewm" for a in COMMANDS])

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from browser import artifact_path, browser, free_port, page  # noqa: F401
+from browser import Browser, artifact_path, free_port
 
 from pewm.play.server import STATIC_DIR
 
@@ -46,11 +46,17 @@ def play_url():
 STATE = "window.pewmPlay"
 
 
-def _wait_step(page, n, timeout=60):  # noqa: F811
+@pytest.fixture(scope="module")
+def page():
+    with Browser(window_size=(1280, 1000)) as b:  # tall enough for the whole page in the screenshot
+        yield b.page
+
+
+def _wait_step(page, n, timeout=60):
     return page.wait_for(f"{STATE}.step === {n} && !{STATE}.busy && {STATE}.lastImagined", timeout=timeout)
 
 
-def test_walk_the_page_like_a_person(page, play_url):  # noqa: F811
+def test_walk_the_page_like_a_person(page, play_url):
     origin = play_url.rstrip("/")
     assert page.goto(play_url) == 200
     page.wait_for(f"{STATE}.connected && {STATE}.frames >= 1", timeout=60)
@@ -77,6 +83,7 @@ def test_walk_the_page_like_a_person(page, play_url):  # noqa: F811
     before = page.evaluate(shot)
     page.drag("#view3d", 120, 40)
     page.wait_for(f"{shot} !== {before!r}", timeout=10)
+    page.screenshot(artifact_path("play_walk.png"))
 
     # a reload resumes the same session where it was
     page.reload()
@@ -108,7 +115,7 @@ def test_walk_the_page_like_a_person(page, play_url):  # noqa: F811
     ply = page.evaluate("fetch(document.getElementById('dl-ply').href).then(r => r.text()).then(t => t.slice(0, 3))")
     assert ply == "ply"
 
-    page.screenshot(artifact_path("play.png"))
+    page.screenshot(artifact_path("play_memory_off.png"))
     assert page.foreign_requests(origin) == []
     assert page.errors == []
 

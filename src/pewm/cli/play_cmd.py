@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         anchor: Optional[str] = typer.Option(None, help="anchoring at the start: none | latent | pixel | both [model default]"),
         max_sessions: int = typer.Option(4, help="browser tabs served at once"),
         idle_timeout: float = typer.Option(900.0, help="seconds without input after which a session is closed"),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads [see docs/design.md]"),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads [$PEWM_THREADS, else 1: see docs/design.md]"),
         open_browser: bool = typer.Option(True, "--open/--no-open", help="open the page in a browser when one is available"),
     ) -> None:
         import signal
@@ -59,16 +59,15 @@ def register(app: typer.Typer) -> None:
         from pewm.assets import load_model, resolve_model_path
         from pewm.cli.common import console, user_errors
         from pewm.play import PlayConfig
+        from pewm.model.threads import set_threads
         from pewm.play.server import PlayServer, ServerConfig, start_server
-        import torch
 
         with user_errors():
             play = PlayConfig(house_seed=house_seed, seed=seed, sampling_steps=sampling_steps, anchor=anchor)
             config = ServerConfig(host=host, port=port, max_sessions=max_sessions, idle_timeout_s=idle_timeout, play=play)
             if threads is not None and threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {threads}")
-            if threads:
-                torch.set_num_threads(threads)
+            set_threads(threads)
             model_dir = resolve_model_path(model)
             wm = load_model(model_dir)
             if not config.is_loopback:
