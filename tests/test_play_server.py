@@ -100,7 +100,7 @@ def test_foreign_host_and_origin_are_refused(server):
             ws.recv(timeout=10)
 
 
-def test_a_session_steps_resumes_after_reload_and_downloads(server):
+def test_a_session_steps_resumes_after_reload_and_downloads(server, tmp_path):
     with _ws(server) as ws:
         welcome, frame = _hello(ws)
         sid = welcome["session"]
@@ -121,6 +121,11 @@ def test_a_session_steps_resumes_after_reload_and_downloads(server):
     assert status == 200 and body[4:8] == b"ftyp" and "attachment" in headers["content-disposition"]
     status, _, body = _get(server, f"/session/{sid}/map.ply")
     assert status == 200 and body.startswith(b"ply")
+    o3d = pytest.importorskip("open3d")  # an ordinary point-cloud reader opens it
+    ply = tmp_path / "map.ply"
+    ply.write_bytes(body)
+    cloud = o3d.io.read_point_cloud(str(ply))
+    assert len(cloud.points) == frame["points"]["map_size"] and cloud.has_colors()
     assert _get(server, "/session/nosuchsession/video.mp4")[0] == 404
     assert _get(server, f"/session/{sid}/other.txt")[0] == 404
 
