@@ -9,6 +9,7 @@ from pewm.cli.data_cmd import data_app
 from pewm.cli.demo_cmd import register as register_demo
 from pewm.cli.eval_cmd import register as register_eval
 from pewm.cli.map_cmd import register as register_map
+from pewm.cli.plan_cmd import register as register_plan
 from pewm.cli.play_cmd import register as register_play
 from pewm.cli.train_cmd import register as register_train
 
@@ -19,7 +20,7 @@ app = typer.Typer(
         "pewm: Persistent Embodied World Models (arXiv 2505.05495).\n\n"
         "An action-conditioned RGB-D video world model with a persistent 3D map. "
         "`pewm demo` shows the shipped model imagining a walk in an unseen house with and without "
-        "its memory; `pewm eval` runs the Table-1 benchmark; `pewm play` lets you walk through an imagined house in the browser. "
+        "its memory; `pewm eval` runs the Table-1 benchmark; `pewm plan` plans toward goal images with it; `pewm play` lets you walk through an imagined house in the browser. "
         "To train your own: start with `pewm data generate --out houses` to build a dataset from the procedural "
         "MuJoCo houses, then `pewm data view houses --episode 0 --out ep0.mp4` to look at it, "
         "`pewm map houses --episode 0 --out map0` to fuse it into the persistent 3D map, and "
@@ -44,7 +45,7 @@ def _options(
 ) -> None:
     """(``debug`` is read by :func:`pewm.cli.common.debug_enabled`.)"""
 
-for _register in (register_map, register_train, register_demo, register_eval, register_play):
+for _register in (register_map, register_train, register_demo, register_eval, register_plan, register_play):
     _register(app)
 
 
