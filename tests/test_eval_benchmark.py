@@ -94,7 +94,8 @@ def test_benchmark_end_to_end(small_dataset, micro_models, tmp_path):
         assert set(saved[mode]) == {"revisit", "novel", "all"}
         psnr = saved[mode]["all"]["psnr"]
         assert psnr["mean"] is not None and np.isfinite(psnr["mean"]) and psnr["std"] >= 0
-        assert set(saved[mode]["all"]) == {"psnr", "ssim", "absrel", "delta1", "src"}
+        assert set(saved[mode]["all"]) == {"psnr", "ssim", "absrel", "delta1", "src", "psnr_mse", "sharpness"} | (
+            set() if mode == "none" else {"gain_over_none"})  # issue #12: the split-level statistics beside Table 1's
     assert saved["_meta"]["episodes"] == 3 and saved["_meta"]["feature_extractor"] == "color_layout"
     assert saved["_meta"]["revisit_frames"] + saved["_meta"]["novel_frames"] == 3 * 4
     md = (out / "results.md").read_text()

@@ -10,18 +10,26 @@ import typer
 HELP = """Benchmark memory modes on held-out houses, as in the paper's Table 1.
 
 For every episode of --split, the memory is built from the ground-truth frames before a cut point
-(chosen so the following frames revisit much of what was seen), the model rolls out --horizon
+(--cuts revisit: chosen so the following frames revisit much of what was seen; explore: so they
+show mostly unseen space; uniform: drawn at random, --cut-seed), the model rolls out --horizon
 frames with the ground-truth actions (episodes without actions, e.g. your own imported recordings:
 along their recorded camera poses), and every frame is scored against the ground truth (PSNR,
 SSIM, depth AbsRel and delta<1.25, scene-revisit consistency), separately for revisit frames
-(mostly seen before the cut) and novel frames, as mean +- std over --seeds sampling seeds.
+(mostly seen before the cut) and novel frames, as mean +- std over --seeds sampling seeds; then
+PSNR of the mean MSE, the sharpness ratio (generated over true image gradients), and bootstrap
+intervals over episodes of PSNR and of each mode's gain over none and render-only.
+
+Two modes need no model: render-only (the map of the history rendered into each target view,
+holes filled from the render) and nearest-frame (the history frame closest in pose). A memory
+reader's claim is its gain over them.
 
 \b
 Writes OUT/results.json, OUT/results.md, OUT/psnr_vs_step.png and OUT/videos/*.mp4.
 \b
 Examples:
   pewm data generate --out test_houses --houses 40 --episodes-per-house 1 --steps 200 --seed 7
-  pewm eval --data test_houses --split all --out eval            # shipped model: voxel-render vs none
+  pewm eval --data test_houses --split all --out eval            # shipped model: voxel-render, none, baselines
+  pewm eval --data test_houses --split all --cuts explore --out eval_explore   # imagination: novel frames
   pewm eval --data test_houses --memory voxel-xattn,none --mode-model voxel-xattn=runs/s2_xattn
 """
 
@@ -34,7 +42,8 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
         memory: str = typer.Option(
             None, help="comma-separated memory modes (the registered readers: voxel-xattn, frames, voxel-render, "
-                       "none, ...) [the model's reader and none]"
+                       "none, ...; no model: render-only, nearest-frame) [the model's reader, none, render-only, "
+                       "nearest-frame]"
         ),
         mode_model: List[str] = typer.Option(
             [], "--mode-model", help="MODE=DIR: a model (stage-2 run) for a memory mode; repeatable"
@@ -74,8 +83,14 @@ def register(app: typer.Typer) -> None:
             False, "--allow-any-fov", help="evaluate episodes whose camera's field of view is far from the model's "
                                            "(90 deg; refused by default)"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier run in --out"),
+        cuts: str = typer.Option(
+            "revisit", help="cut protocol: revisit (next frames mostly seen before) | explore (mostly unseen) | "
+                            "uniform (random, without looking at the future)"),
+        cut_seed: int = typer.Option(0, help="seed of --cuts uniform"),
+        bootstrap: int = typer.Option(2000, help="bootstrap draws over episodes for the 95% intervals (0: none)"),
     ) -> None:
         from pewm.cli.common import console, parse_key_values, user_errors
+        from pewm.eval.aggregate import BootstrapConfig
         from pewm.eval.benchmark import BenchmarkConfig, default_modes, run_benchmark
         from pewm.model import SamplingConfig
 
@@ -89,6 +104,7 @@ def register(app: typer.Typer) -> None:
                 horizon=horizon, min_history=min_history, max_episodes=max_episodes, batch=batch, sampling=sampling,
                 dinov2_weights=str(dinov2_weights) if dinov2_weights else None, videos=videos, threads=threads,
                 long_horizon=long_horizon, long_steps=long_steps, fuse=fuse, overwrite=overwrite,
-                allow_incomplete=allow_incomplete, allow_any_fov=allow_any_fov,
+                allow_incomplete=allow_incomplete, allow_any_fov=allow_any_fov, cuts=cuts, cut_seed=cut_seed,
+                bootstrap=BootstrapConfig(draws=bootstrap),
             )
             run_benchmark(cfg, console=console)

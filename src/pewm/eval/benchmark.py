@@ -2,10 +2,13 @@
 
 Protocol (:func:`run_benchmark`; the command is ``pewm eval``):
 
-1. For every episode of the split (test houses by default), choose the **cut point**: among the
-   candidates ``t = 64, 72, ...`` (a full chunk of history at least, and room for the horizon),
-   the one whose next ``horizon`` ground-truth frames were observed most by the frames up to
-   ``t`` (revisit-rich, as the paper's trajectories; the same cut for every memory mode and seed).
+1. For every episode of the split (test houses by default), choose the **cut point** among the
+   candidates ``t = 64, 72, ...`` (a full chunk of history at least, and room for the horizon) by
+   the cut protocol ``--cuts`` (:mod:`pewm.eval.cuts`): ``revisit`` (default) the one whose next
+   ``horizon`` ground-truth frames were observed most by the frames up to ``t`` (revisit-rich, as
+   the paper's trajectories), ``explore`` the one with the most novel frames after it, ``uniform``
+   one drawn at random (seeded) without looking at the future; the same cut for every memory mode
+   and seed.
 2. Build each memory mode's memory from the ground-truth history ``[0, t]`` (the paper: "the map
    is built from the ground-truth past frames"), then roll the model out from frame ``t`` with the
    ground-truth actions for ``horizon`` frames (Algorithm 1: generated chunks are fused). Episodes
@@ -21,13 +24,18 @@ Protocol (:func:`run_benchmark`; the command is ``pewm eval``):
    generated frame and the ground-truth history frame of its first visit, when there is one).
 4. Classify every frame as **revisit** (at least ``revisit_threshold`` of its view observed in
    ``[0, t]``) or **novel**; report each metric on revisit / novel / all frames as mean ± std over
-   sampling seeds.
+   sampling seeds, plus (:mod:`pewm.eval.aggregate`, issue #12) the PSNR of the mean MSE, the
+   sharpness ratio, and 95 % bootstrap intervals over episodes of the PSNRs and of every mode's
+   gain over ``none`` and ``render-only``.
 
 Memory modes are the registered readers (:data:`pewm.model.READERS`), named as on the command line:
 ``voxel-xattn``, ``frames``, ``voxel-render``, ... (each needs a model whose reader it is: the main
 model, a ``--mode-model MODE=DIR``, or reader weights shipped beside the main model) and ``none``
 (a reader that reads no memory: the main model with an empty memory, the paper's protocol for its
-no-memory baseline). Sampling settings travel as one :class:`~pewm.model.SamplingConfig`.
+no-memory baseline), and the two modes without a model (:mod:`pewm.eval.baselines`): ``render-only``
+(the history's map rendered into each target view, holes filled from the render) and
+``nearest-frame`` (the history frame closest in pose). Sampling settings travel as one
+:class:`~pewm.model.SamplingConfig`.
 """
 
 from __future__ import annotations
@@ -45,8 +53,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pewm.assets import load_model, resolve_model_path
 from pewm.atomic import atomic_write_text
 from pewm.data import open_dataset, require_complete
+from pewm.eval.aggregate import BootstrapConfig, honest_stats, merge_honest
+from pewm.eval.baselines import BASELINE_MODES, BaselineConfig, nearest_frame, render_builder, render_only
+from pewm.eval.cuts import CutConfig, choose_cut
 from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
-from pewm.eval.metrics import METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, match_first_visits
+from pewm.eval.metrics import (METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, gradient_magnitude,
+                               match_first_visits, mse)
 from pewm.eval.report import aggregate, plot_psnr_vs_step, side_by_side_video, write_results_json, write_results_md
 from pewm.eval.revisit import classify, observed_fraction
 from pewm.geometry import actions_from_poses, poses_from_actions
@@ -61,14 +73,15 @@ EVAL_ARTEFACTS = ("results.json", "results.md", "psnr_vs_step.png", "videos")  #
 
 
 def memory_modes() -> tuple[str, ...]:
-    """The memory modes the benchmark knows: every registered reader."""
-    return tuple(READERS)
+    """The memory modes the benchmark knows: every registered reader, then the no-model baselines."""
+    return tuple(dict.fromkeys((*READERS, *BASELINE_MODES)))
 
 
 def default_modes(model_path=None) -> tuple[str, ...]:
-    """The modes ``pewm eval`` compares when none are given: the model's reader and ``none``."""
+    """The modes ``pewm eval`` compares when none are given: the model's reader, ``none`` and the
+    no-model baselines (``render-only``, ``nearest-frame``), so every table has them."""
     reader = WorldModel.load_config(resolve_model_path(model_path)).reader
-    return tuple(dict.fromkeys((reader, "none")))
+    return tuple(dict.fromkeys((reader, "none", *BASELINE_MODES)))
 
 
 @dataclass
@@ -97,6 +110,13 @@ class BenchmarkConfig:
     allow_incomplete: bool = False  # evaluate on a dataset that fails the completeness check (--allow-incomplete)
     allow_any_fov: bool = False  # evaluate episodes whose camera is far from the model's field of view (--allow-any-fov)
     overwrite: bool = False  # replace an earlier run's results in ``out`` (else refused)
+    cuts: str = "revisit"  # cut protocol (pewm.eval.cuts): revisit | explore | uniform
+    cut_seed: int = 0  # the uniform protocol's seed
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # intervals over episodes
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)  # the no-model modes' settings
+
+    def cut_config(self) -> CutConfig:
+        return CutConfig(protocol=self.cuts, seed=self.cut_seed, revisit_threshold=self.revisit_threshold)
 
     def validate(self) -> "BenchmarkConfig":
         modes = memory_modes()
@@ -105,7 +125,15 @@ class BenchmarkConfig:
             raise ValueError(f"--memory: unknown mode(s) {bad}; choose from {modes}")
         if len(set(self.modes)) != len(self.modes):
             raise ValueError(f"--memory: a mode is listed twice: {list(self.modes)}")
-        own = tuple(m for m in modes if READERS[m].reads_memory)
+        clash = [m for m in BASELINE_MODES if m in READERS]
+        if clash:
+            raise ValueError(f"a registered memory reader is named like a no-model benchmark mode: {clash}")
+        if not isinstance(self.bootstrap, BootstrapConfig) or not isinstance(self.baselines, BaselineConfig):
+            raise ValueError("BenchmarkConfig.bootstrap must be a BootstrapConfig and .baselines a BaselineConfig")
+        self.cut_config().validate()
+        self.bootstrap.validate()
+        self.baselines.validate()
+        own = tuple(m for m in READERS if READERS[m].reads_memory)
         for k in self.mode_models:
             if k not in own:
                 raise ValueError(f"--mode-model: {k!r} is not a memory mode with its own model ({own})")
@@ -142,23 +170,6 @@ class EvalEpisode:
     path_actions: np.ndarray | None = None  # (horizon,) actions replayed after the cut; None: the recorded poses
 
 
-def choose_cut(depth, poses, K, horizon: int, min_history: int, step: int = 8) -> tuple[int, np.ndarray]:
-    """The cut ``t`` (multiple of ``step`` in ``[min_history, T - horizon]``) whose next ``horizon``
-    frames were observed most by frames ``[0, t]``; returns ``(t, observed fraction of those frames)``."""
-    T = len(depth) - 1
-    cands = list(range(min_history, T - horizon + 1, step))
-    if not cands:
-        raise ValueError(f"episode of {T + 1} frames is too short for --min-history {min_history} + --horizon {horizon}")
-    best = None
-    for t in cands:
-        frac = observed_fraction(depth[t + 1:t + 1 + horizon], poses[t + 1:t + 1 + horizon], K,
-                                 depth[:t + 1:2], poses[:t + 1:2], K, stride=4)
-        score = float(np.nanmean(frac)) if np.isfinite(frac).any() else -1.0
-        if best is None or score > best[0]:
-            best = (score, t, frac)
-    return best[1], best[2]
-
-
 def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
     ds = open_dataset(cfg.data)
     paths = ds.episode_paths(None if cfg.split == "all" else cfg.split)
@@ -167,13 +178,15 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
     if not paths:
         raise ValueError(f"{cfg.data}: no episodes in split {cfg.split!r}")
     out = []
+    cc = cfg.cut_config().validate()
     for i, p in enumerate(paths):
         ep = ds.read(p)
         rgb, depth, K = fit_to_model(ep.rgb, ep.depth, ep.intrinsics.matrix, resolution, resolution)
         if not cfg.allow_any_fov:
             check_fov(K, (resolution, resolution), name=f"{p}: K")
         try:
-            cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history)
+            cut, frac = choose_cut(depth, np.asarray(ep.poses), K, cfg.horizon, cfg.min_history, cc.step, cc.protocol,
+                                   cc.seed, i, cc.revisit_threshold)
         except ValueError as e:
             raise ValueError(f"{p}: {e}") from None
         # the rollout replays the actions: they must lead exactly to the recorded poses (no collisions)
@@ -197,7 +210,9 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
 
 
 def model_for_mode(mode: str, cfg: BenchmarkConfig, main):
-    """The model that evaluates ``mode`` (see the module docstring)."""
+    """The model that evaluates ``mode`` (see the module docstring); None for a no-model baseline."""
+    if mode in BASELINE_MODES:
+        return None
     if mode in cfg.mode_models:
         m = load_model(cfg.mode_models[mode])
         if m.config.reader != mode:
@@ -264,6 +279,28 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
     return out
 
 
+def baseline_mode(mode: str, episodes: list[EvalEpisode], cfg: BenchmarkConfig, builder=None, progress=None,
+                  task=None) -> list[dict]:
+    """Frames of a no-model mode (:mod:`pewm.eval.baselines`) for every episode, made from nothing
+    but the history ``[0, cut]`` and the camera path after the cut (``builder``: the ``render-only``
+    map's, :func:`~pewm.eval.baselines.render_builder`)."""
+    out = []
+    for e in episodes:
+        c = e.cut
+        history = (e.frames_rgb[:c + 1], e.frames_depth[:c + 1], e.poses[:c + 1])
+        targets = future_poses(e, cfg.horizon)
+        if mode == "render-only":
+            g = render_only(builder, *history, e.K, targets)
+        elif mode == "nearest-frame":
+            g = nearest_frame(*history, targets, cfg.baselines.rotation_weight)
+        else:
+            raise ValueError(f"{mode!r} is not a no-model benchmark mode ({BASELINE_MODES})")
+        out.append({"rgb": g["rgb"], "depth": g["depth"]})
+        if progress is not None:
+            progress.advance(task)
+    return out
+
+
 def _src_features(cfg: BenchmarkConfig):
     if cfg.dinov2_weights:
         return DinoV2GlobalFeatures(cfg.dinov2_weights)
@@ -271,8 +308,10 @@ def _src_features(cfg: BenchmarkConfig):
 
 
 def score(episodes, generated, feats) -> tuple[dict, list[np.ndarray]]:
-    """Per-frame metrics (concatenated over episodes) and the per-episode PSNR curves."""
-    per = {k: [] for k in METRICS}
+    """Per-frame metrics (concatenated over episodes) and the per-episode PSNR curves: the Table-1
+    metrics plus ``mse``, ``grad_pred`` and ``grad_gt`` (image-gradient magnitudes) that
+    :mod:`pewm.eval.aggregate` turns into the PSNR of the mean MSE and the sharpness ratio."""
+    per = {k: [] for k in (*METRICS, "mse", "grad_pred", "grad_gt")}
     curves = []
     for e, g in zip(episodes, generated):
         c, n = e.cut, len(g["rgb"])
@@ -280,6 +319,9 @@ def score(episodes, generated, feats) -> tuple[dict, list[np.ndarray]]:
         m = frame_metrics(g["rgb"], gt_rgb, g["depth"], gt_depth)
         for k in ("psnr", "ssim", "absrel", "delta1"):
             per[k].append(m[k])
+        per["mse"].append(mse(g["rgb"], gt_rgb))
+        per["grad_pred"].append(gradient_magnitude(g["rgb"]))
+        per["grad_gt"].append(gradient_magnitude(gt_rgb))
         curves.append(m["psnr"])
         poses = e.poses[: c + 1 + n]
         match = match_first_visits(poses, c + 1)[c + 1:]
@@ -326,7 +368,7 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         raise ValueError(f"the benchmark needs square frames; the model is {res}x{main.config.image_width}")
     models = {m: model_for_mode(m, cfg, main) for m in cfg.modes}
     for m, mm in models.items():
-        if (mm.config.image_height, mm.config.image_width) != (res, res):
+        if mm is not None and (mm.config.image_height, mm.config.image_width) != (res, res):
             raise ValueError(f"memory mode {m!r}: its model works at {mm.config.image_height}x{mm.config.image_width}, "
                              f"the main model at {res}x{res}")
     with console.status("reading episodes and choosing cut points"):
@@ -340,12 +382,22 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     revisit = np.concatenate([e.revisit for e in episodes])
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn())
+    # the render-only map is built as the voxel-render reader's of this run (its model's memory settings)
+    builder = (render_builder(models.get("voxel-render") or main, cfg.sampling.render_supersample)
+               if "render-only" in cfg.modes else None)
+    fixed = {}  # the no-model modes' frames: the same for every seed
     with Progress(*cols, console=console) as progress:
         for s in range(cfg.seeds):
             by_mode = {}
             for mode in cfg.modes:
                 task = progress.add_task(f"seed {s} {mode:<12}", total=len(episodes))
-                gen = rollout_mode(models[mode], mode, episodes, cfg, s, progress, task)
+                if mode in BASELINE_MODES:
+                    if mode not in fixed:
+                        fixed[mode] = baseline_mode(mode, episodes, cfg, builder, progress, task)
+                    gen = fixed[mode]
+                    progress.update(task, completed=len(episodes))
+                else:
+                    gen = rollout_mode(models[mode], mode, episodes, cfg, s, progress, task)
                 by_mode[mode], c = score(episodes, gen, feats)
                 curves[mode] += c
                 if s == 0:
@@ -353,8 +405,10 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
             per_seed.append(by_mode)
             masks.append(revisit)
     results = aggregate(per_seed, masks)
+    episode_of_frame = np.concatenate([np.full(len(e.revisit), i) for i, e in enumerate(episodes)])
+    merge_honest(results, honest_stats(per_seed, masks, episode_of_frame, len(episodes), cfg.bootstrap))
     # the sampling settings reported: those of the first mode that can anchor (else the main model)
-    render_model = next((models[m] for m in cfg.modes if models[m].reader.can_anchor), main)
+    render_model = next((models[m] for m in cfg.modes if models[m] is not None and models[m].reader.can_anchor), main)
     reported = cfg.sampling.resolve(render_model.config.diffusion, render_model.memory_build)
     meta = {
         "dataset": str(cfg.data), "split": cfg.split, "episodes": len(episodes), "seeds": cfg.seeds,
@@ -363,6 +417,9 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
         "mode_models": {m: str(p) for m, p in cfg.mode_models.items()},
         "sampling_steps": cfg.sampling.steps or main.config.diffusion.sampling_steps,
         "fuse": cfg.fuse, "anchor": reported.anchor, "render_supersample": reported.render_supersample,
+        "cut_protocol": cfg.cuts, **({"cut_seed": cfg.cut_seed} if cfg.cuts == "uniform" else {}),
+        "bootstrap": {"unit": "episode", "draws": cfg.bootstrap.draws, "level": cfg.bootstrap.level,
+                      "seed": cfg.bootstrap.seed},
         "cuts": [e.cut for e in episodes], "pose_only_episodes": sum(e.actions is None for e in episodes),
         "replayed_along_poses": sum(e.path_actions is None for e in episodes),
         "seconds": None, "config": asdict(cfg),
@@ -373,9 +430,10 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_results_json(out / "results.json", results, meta)  # written before the probe: nothing is lost
     md_meta = {k: v for k, v in meta.items() if k in ("dataset", "split", "seeds", "feature_extractor", "episodes",
-                                                      "horizon", "revisit_frames", "novel_frames", "model",
+                                                      "horizon", "cut_protocol", "cut_seed", "revisit_frames",
+                                                      "novel_frames", "model",
                                                       "mode_models", "sampling_steps", "fuse", "anchor",
-                                                      "render_supersample", "seconds")}
+                                                      "render_supersample", "bootstrap", "seconds")}
     write_results_md(out / "results.md", results, md_meta)
     if cfg.long_horizon:
         walks, n_walks = _probe_episodes(cfg, episodes)
@@ -399,5 +457,5 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-__all__ = ["EVAL_ARTEFACTS", "BenchmarkConfig", "choose_cut", "default_modes", "future_poses", "memory_modes",
-           "load_episodes", "model_for_mode", "run_benchmark", "score"]
+__all__ = ["EVAL_ARTEFACTS", "BenchmarkConfig", "baseline_mode", "choose_cut", "default_modes", "future_poses",
+           "memory_modes", "load_episodes", "model_for_mode", "run_benchmark", "score"]

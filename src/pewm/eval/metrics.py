@@ -8,6 +8,8 @@ seeds lives in :mod:`pewm.eval.report`; NaN marks "no value for this frame" and 
 * :func:`depth_absrel`, :func:`depth_delta1` — depth fidelity of the generated depth (the paper's
   model is RGB-D; these are the standard monocular-depth metrics AbsRel↓ and δ1↑).
 * :func:`frame_metrics` — all four at once, keyed ``psnr, ssim, absrel, delta1``.
+* :func:`mse`, :func:`gradient_magnitude`, :func:`sharpness` — what the split-level PSNR of the mean
+  MSE and the sharpness ratio are computed from (issue #12; aggregation: :mod:`pewm.eval.aggregate`).
 * SRC, *scene revisit consistency* (Table 1's SRC↑: cosine similarity of image features between
   the first visit of a place and a later visit of it): a :class:`GlobalFeatures` extractor
   (:class:`DinoV2GlobalFeatures` as in the paper, or the weight-free fallback
@@ -98,10 +100,40 @@ def psnr(pred_rgb, gt_rgb) -> np.ndarray:
     ``10 log10(1 / MSE)`` with the MSE over all pixels and channels of a frame. Identical frames
     give :data:`PSNR_MAX_DB` (100 dB) rather than ``inf`` (the MSE is clamped at ``1e-10``).
     """
+    return 10.0 * np.log10(1.0 / np.maximum(mse(pred_rgb, gt_rgb), _MSE_FLOOR))
+
+
+def mse(pred_rgb, gt_rgb) -> np.ndarray:
+    """Mean squared error per frame, ``(T,)``, data range 1, over all pixels and channels (unclamped:
+    identical frames give 0). Split-level PSNR of the mean MSE (issue #12) is
+    ``10 log10(1 / mean(mse))``: a pixel-identical frame adds 0 to the mean instead of 100 dB to a
+    mean of PSNRs."""
     p, g = _images01(pred_rgb, "pred_rgb"), _images01(gt_rgb, "gt_rgb")
     _same_shape(p, g, "pred_rgb", "gt_rgb")
-    mse = ((p - g) ** 2).reshape(p.shape[0], -1).mean(axis=1)
-    return 10.0 * np.log10(1.0 / np.maximum(mse, _MSE_FLOOR))
+    return ((p - g) ** 2).reshape(p.shape[0], -1).mean(axis=1)
+
+
+def gradient_magnitude(rgb) -> np.ndarray:
+    """Mean image-gradient magnitude per frame, ``(T,)``: ``sqrt(dx² + dy²)`` of forward differences
+    per channel (data range 1) on the ``(h-1) x (w-1)`` pixels that have both, averaged over pixels
+    and channels. A blurred frame has less of it than a sharp one."""
+    x = _images01(rgb, "rgb")
+    if min(x.shape[1:3]) < 2:
+        raise ValueError(f"gradient_magnitude needs frames of at least 2x2 pixels, got {x.shape[1:3]}")
+    dx = x[:, :-1, 1:] - x[:, :-1, :-1]
+    dy = x[:, 1:, :-1] - x[:, :-1, :-1]
+    return np.sqrt(dx ** 2 + dy ** 2).reshape(x.shape[0], -1).mean(axis=1)
+
+
+def sharpness(pred_rgb, gt_rgb) -> np.ndarray:
+    """Sharpness ratio per frame, ``(T,)`` (issue #12): :func:`gradient_magnitude` of the prediction
+    over the ground truth's; < 1 = blurrier than the truth (a blurred mean prediction), > 1 = noisier.
+    NaN where the ground truth has no gradient at all. Over a set of frames the benchmark reports the
+    ratio of the mean magnitudes (a flat ground-truth frame cannot dominate it)."""
+    gp, gg = gradient_magnitude(pred_rgb), gradient_magnitude(gt_rgb)
+    if gp.shape != gg.shape:
+        raise ValueError(f"pred_rgb and gt_rgb must have the same number of frames, got {gp.shape} and {gg.shape}")
+    return np.where(gg > 0, gp / np.where(gg > 0, gg, 1.0), np.nan)
 
 
 def ssim(pred_rgb, gt_rgb) -> np.ndarray:

@@ -186,7 +186,59 @@ def results_markdown(results: Mapping[str, Any], meta: Mapping[str, Any], metric
     for m in modes:
         cells = [f"`{m}`"] + [_fmt(results[m].get(c, {}).get(k), k) for c in CLASSES for k in metrics]
         lines.append("| " + " | ".join(cells) + " |")
+    if any("psnr_mse" in results[m].get(c, {}) for m in modes for c in CLASSES):
+        lines += ["", *honest_markdown(results, meta)]
     return "\n".join(lines) + "\n"
+
+
+def _ci(stat: Mapping[str, Any] | None, digits: int = 2, signed: bool = False) -> str:
+    """``mean [lo, hi]`` of a statistic with a bootstrap interval ("–" without a value)."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    ci = stat.get("ci95")
+    return f.format(stat["mean"]) + (f" [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else "")
+
+
+def honest_markdown(results: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    """The lines of the report's issue-#12 section: PSNR as mean of per-frame PSNR and as PSNR of the
+    mean MSE with bootstrap intervals over episodes, each mode's paired gain over ``none`` and
+    ``render-only``, and the imagination metrics (depth, sharpness ratio) of novel frames
+    (:mod:`pewm.eval.aggregate`)."""
+    modes = [m for m in results if m != META_KEY]
+    boot = meta.get("bootstrap") or {}
+    level = f"{100 * boot.get('level', 0.95):g} %"
+    draws = boot.get("draws")
+    lines = [
+        "## Against copying and blur (issue #12)", "",
+        f"PSNR = Table 1's mean of per-frame PSNR; PSNR(MSE) = PSNR of the mean MSE over the class's frames (a "
+        f"pixel-identical frame cannot dominate it). `[lo, hi]`: {level} bootstrap interval over episodes "
+        f"({draws} draws{'' if draws else ': none'}); gains are paired (both modes on the same draws). Sharpness = mean "
+        "image-gradient magnitude of the generated RGB over the ground truth's (< 1: blurrier). `render-only` and "
+        "`nearest-frame` use no model: the history's map rendered (holes filled from the render) and the history "
+        "frame closest in pose.", "",
+    ]
+
+    def table(head: list[str], rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+                *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+    lines += table(["memory"] + [f"{k} {c}" for c in CLASSES for k in ("PSNR↑", "PSNR(MSE)↑")],
+                   [[f"`{m}`"] + [_ci(results[m].get(c, {}).get(k)) for c in CLASSES for k in ("psnr", "psnr_mse")]
+                    for m in modes])
+    for b in ("none", "render-only"):
+        key = f"gain_over_{b}"
+        rows = [[f"`{m}`"] + [_ci(results[m].get(c, {}).get(key, {}).get(k), signed=True)
+                              for c in CLASSES for k in ("psnr", "psnr_mse")]
+                for m in modes if any(key in results[m].get(c, {}) for c in CLASSES)]
+        if rows:
+            lines += table([f"gain over `{b}`"] + [f"Δ{k} {c}" for c in CLASSES for k in ("PSNR", "PSNR(MSE)")], rows)
+    lines += table(["memory", "AbsRel↓ novel", "δ1↑ novel", "sharpness novel", "sharpness revisit", "sharpness all"],
+                   [[f"`{m}`", _fmt(results[m].get("novel", {}).get("absrel"), "absrel"),
+                     _fmt(results[m].get("novel", {}).get("delta1"), "delta1")]
+                    + [_ci(results[m].get(c, {}).get("sharpness"), digits=3) for c in ("novel", "revisit", "all")]
+                    for m in modes])
+    return lines
 
 
 def write_results_md(path: str | Path, results: Mapping[str, Any], meta: Mapping[str, Any],
