@@ -497,7 +497,7 @@ CLI_CASES = [
      ["dream-map"]),
     ("plan-too-many-tasks", ["--tasks", "500", "--prefix", "60,121"], ["500"]),
     ("plan-unknown-proposal", ["--proposal", "nomad"], ["nomad"]),
-    ("plan-n-rank-zero", ["--n-rank", "0"], ["n_rank", "--n-rank", "RankConfig.n"]),
+    ("plan-n-rank-zero", ["--n-rank", "0"], ["--n-rank"]),
     ("plan-prefix-malformed", ["--prefix", "100"], ["--prefix"]),
     ("plan-prefix-not-int", ["--prefix", "a,b"], ["--prefix"]),
     ("plan-prefix-reversed", ["--prefix", "200,100"], ["--prefix"]),
@@ -508,10 +508,10 @@ CLI_CASES = [
     ("plan-task-seed-negative", ["--task-seed", "-1"], ["--task-seed"]),
     ("plan-split-early", ["--split", "holdout"], ["--split"]),
     ("plan-sampling-steps-zero", ["--sampling-steps", "0"], ["--sampling-steps"]),
-    ("plan-budget-zero", ["--budget", "0"], ["budget"]),
-    ("plan-horizon-zero", ["--horizon", "0"], ["horizon"]),
-    ("plan-n-cem-zero", ["--n-cem", "0"], ["CEMConfig.n", "--n-cem"]),
-    ("plan-cem-iterations-zero", ["--cem-iterations", "0"], ["iterations"]),
+    ("plan-budget-zero", ["--budget", "0"], ["--budget"]),
+    ("plan-horizon-zero", ["--horizon", "0"], ["--horizon"]),
+    ("plan-n-cem-zero", ["--n-cem", "-3"], ["--n-cem"]),
+    ("plan-cem-iterations-zero", ["--cem-iterations", "0"], ["--cem-iterations"]),
 ]
 
 

@@ -88,6 +88,10 @@ def register(app: typer.Typer) -> None:
         with user_errors():
             if threads is not None and threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {threads}")
+            for option, value in (("--n-rank", n_rank), ("--n-cem", n_cem), ("--cem-iterations", cem_iterations),
+                                  ("--horizon", horizon), ("--budget", budget)):
+                if value < 1:
+                    raise ValueError(f"{option} must be >= 1, got {value}")
             set_threads(threads)
             cfg = PlanConfig(
                 data=str(data), out=str(out), model=str(model) if model else None, split=split, tasks=tasks,
