@@ -12,7 +12,11 @@ HELP = """Plan toward goal images with the world model, in held-out houses (pape
 Each task: the agent has walked an exploration prefix of a recorded episode (its frames fill the
 memory); the goal is an RGB-D image of a place it saw, now beyond its view and 1-4 m away; it has
 --budget actions to get within 0.5 m and 30 degrees of the goal pose. Planners imagine candidate
-action sequences with the world model and score the last imagined frame against the goal image:
+action sequences with the world model and score them (--cost map, the default: the goal image is
+registered against the memory's 3-D map, and each candidate's last imagined pose is scored by the
+free-space distance and turns still to go, with a penalty for poses inside mapped obstacles;
+without a memory, or a goal not found in it, the last imagined frame is compared with the goal
+image, the paper's rule, which --cost latent|ssim-depth|pixel always uses):
 rank (N candidates, execute the best), cem (the cross-entropy method: N = 60, keep the best 30 %,
 refit, iterate); both re-plan after every --execute actions (model-predictive control) with the real
 frames fused into the memory. Rows: each --method with each --memory (the model's reader, or none:
@@ -71,8 +75,13 @@ def register(app: typer.Typer) -> None:
         prefix: str = typer.Option("100,200", help="MIN,MAX: frames of the exploration prefix that fills the memory "
                                    "(clipped to each episode's length; episodes shorter than MIN are not used)"),
         proposal: str = typer.Option("uniform", help="rank proposals: uniform | prior (fitted to the train split's actions)"),
-        cost: str = typer.Option("latent", help="goal cost: latent (the model's autoencoder) | ssim-depth | pixel"),
-        stop_threshold: Optional[float] = typer.Option(None, help="stop when the real view's cost is below this [never]"),
+        cost: str = typer.Option("map", help="goal cost: map (find the goal image in the memory's map, then the "
+                                 "free-space distance still to go; without a map: the image cost) | latent (the "
+                                 "model's autoencoder) | ssim-depth | pixel"),
+        image_cost: str = typer.Option("latent", help="with --cost map: the image cost used without a map "
+                                       "(latent | ssim-depth | pixel)"),
+        stop_threshold: Optional[float] = typer.Option(None, help="stop when the real view's cost is below this "
+                                                      "(with --cost map: metres still to go, path plus turns; e.g. 0.3) [never]"),
         sampling_steps: int = typer.Option(4, help="DDIM steps per imagined chunk"),
         videos: bool = typer.Option(True, "--videos/--no-videos", help="write a video per task and row (first seed)"),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads [$PEWM_THREADS, else 1]"),
@@ -98,7 +107,7 @@ def register(app: typer.Typer) -> None:
                 task_seed=task_seed, methods=_csv(method, "--method"), memories=_csv(memory, "--memory"),
                 baselines=() if baselines.strip() == "none" else _csv(baselines, "--baselines"), seeds=seeds,
                 rank=RankConfig(n=n_rank, horizon=horizon, proposal=proposal),
-                cem=CEMConfig(n=n_cem, horizon=horizon, iterations=cem_iterations), execute=execute, cost=cost,
+                cem=CEMConfig(n=n_cem, horizon=horizon, iterations=cem_iterations), execute=execute, cost=cost, image_cost=image_cost,
                 stop_threshold=stop_threshold, sampling=SamplingConfig(steps=sampling_steps),
                 task_config=TaskConfig(prefix_range=_prefix(prefix), budget=budget), videos=videos, overwrite=overwrite,
                 allow_incomplete=allow_incomplete)

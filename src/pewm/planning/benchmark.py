@@ -30,11 +30,12 @@ from pewm.assets import load_model, resolve_model_path
 from pewm.atomic import atomic_write_text
 from pewm.data import SPLITS, open_dataset, require_complete
 from pewm.geometry import AgentState
-from pewm.model import SamplingConfig
+from pewm.model import MemoryBuilder, SamplingConfig
 from pewm.model.frame_ops import fit_to_model
 from pewm.outputs import check_output_dir
 from pewm.planning.costs import COSTS, make_cost
 from pewm.planning.episode import Blind, run_episode
+from pewm.planning.map_cost import MapCostConfig, MapGoalCost
 from pewm.planning.metrics import METRICS, bootstrap_success, summarize
 from pewm.planning.planners import (
     CEMConfig,
@@ -48,10 +49,12 @@ from pewm.planning.planners import (
 from pewm.planning.proposals import ActionPrior, fit_prior_from_dataset
 from pewm.planning.tasks import GoalTask, TaskConfig, TaskFrames, load_task_frames, make_tasks
 from pewm.planning.worlds import Frame, ModelWorld, SimulatorWorld
+from pewm.rollout.memory_state import RolloutMemory
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 from pewm.video import write_video
 
 METHODS = ("rank", "cem")
+GOAL_COSTS = ("map", *COSTS)  # "map": find the goal in the memory's map (pewm.planning.map_cost)
 BASELINES = ("oracle", "random")
 ARTEFACTS = ("results.json", "episodes", "videos", "plan_config.json")
 
@@ -73,7 +76,9 @@ class PlanConfig:
     rank: RankConfig = field(default_factory=RankConfig)
     cem: CEMConfig = field(default_factory=CEMConfig)
     execute: int = 8
-    cost: str = "latent"
+    cost: str = "map"
+    image_cost: str = "latent"
+    map_cost: MapCostConfig = field(default_factory=MapCostConfig)
     stop_threshold: float | None = None
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(steps=4))
     task_config: TaskConfig = field(default_factory=TaskConfig)
@@ -100,8 +105,10 @@ class PlanConfig:
             raise ValueError(f"--task-seed must be >= 0, got {self.task_seed!r}")
         if self.stop_threshold is not None and not math.isfinite(self.stop_threshold):
             raise ValueError(f"--stop-threshold must be a finite number, got {self.stop_threshold!r}")
-        if self.cost not in COSTS:
-            raise ValueError(f"--cost {self.cost!r}: unknown goal cost; choose from {sorted(COSTS)}")
+        if self.cost not in GOAL_COSTS:
+            raise ValueError(f"--cost {self.cost!r}: unknown goal cost; choose from {list(GOAL_COSTS)}")
+        if self.image_cost not in COSTS:
+            raise ValueError(f"--image-cost {self.image_cost!r}: unknown image cost; choose from {sorted(COSTS)}")
         if self.execute > min(self.rank.horizon, self.cem.horizon):
             raise ValueError(f"--execute {self.execute} is longer than the planned horizon "
                              f"({min(self.rank.horizon, self.cem.horizon)})")
@@ -209,7 +216,8 @@ def run_plan_benchmark(cfg: PlanConfig, on_progress: Callable[[int, int, str], N
     if sim.resolution != model.config.image_height:
         sim = replace(sim, resolution=model.config.image_height)
     tasks = make_tasks(ds, cfg.split, cfg.tasks, cfg.task_seed, cfg.task_config)
-    cost_fn = make_cost(cfg.cost, model)
+    image_cost = make_cost(cfg.image_cost if cfg.cost == "map" else cfg.cost, model)
+    builder = MemoryBuilder.for_model(model, render_supersample=cfg.sampling.render_supersample)
     prior = fit_prior_from_dataset(cfg.data, "train") if cfg.rank.proposal == "prior" else None
     _check_resume(out, cfg)  # last of the checks: it writes OUT/plan_config.json
     rows = rows_of(cfg)
@@ -230,14 +238,15 @@ def run_plan_benchmark(cfg: PlanConfig, on_progress: Callable[[int, int, str], N
                         continue
                     frames = frames or _fit_frames(load_task_frames(ds, task), model)
                     env = houses.get(task.house_seed)
-                    world = _world(row, cfg, model, frames, env, task, seed)
+                    world = _world(row, cfg, model, frames, env, task, seed, builder)
+                    cost_fn = _episode_cost(cfg, image_cost, world, frames)
                     rng = _rng(seed, task, row)
                     decide = _decider(row, cfg, cost_fn, (frames.goal_rgb, frames.goal_depth), rng, prior)
                     record = cfg.videos and seed == 0
                     res = run_episode(task, frames, env, world, decide, cost_fn, StopRule(cfg.stop_threshold),
                                       cfg.task_config, cfg.execute, record)
                     entry = {**res.to_dict(), "row": row.name, "seed": seed, "path_length_m": task.path_length_m,
-                             "turn_deg": task.turn_deg}
+                             "turn_deg": task.turn_deg, **_goal_estimate(cost_fn, task)}
                     if record and res.video:
                         write_video(out / "videos" / task.task_id / f"{row.slug}.mp4", res.video, fps=4)
                     atomic_write_text(path, json.dumps(entry) + "\n")
@@ -264,9 +273,35 @@ def _fit_frames(frames: TaskFrames, model) -> TaskFrames:
                    start_rgb=rgb[-1].copy(), start_depth=depth[-1].copy())
 
 
-def _world(row: Row, cfg: PlanConfig, model, frames, env: EmbodiedEnv, task: GoalTask, seed: int):
+def _episode_cost(cfg: PlanConfig, image_cost, world, frames: TaskFrames):
+    """The goal cost of one episode: the image cost, or a fresh ``map`` cost bound to the world's map."""
+    if cfg.cost != "map" or isinstance(world, Blind):
+        return image_cost
+    return MapGoalCost(image_cost, world.memory_map, frames.goal_rgb, frames.goal_depth, frames.K, frames.start_pose,
+                       cfg.map_cost)
+
+
+def _goal_estimate(cost_fn, task: GoalTask) -> dict:
+    """What the ``map`` cost made of the goal: where it registered it and how far that is from the truth."""
+    if not isinstance(cost_fn, MapGoalCost):
+        return {}
+    est = cost_fn.estimate
+    if est is None:
+        return {"goal_found": False, "image_cost_decisions": cost_fn.fallbacks}
+    dx, dy = est.x - task.goal_state[0], est.y - task.goal_state[1]
+    dyaw = abs(math.degrees(math.remainder(est.yaw - task.goal_state[2], 2 * math.pi)))
+    return {"goal_found": True, "goal_estimate": list(est.state), "goal_estimate_score": est.score,
+            "goal_estimate_error_m": math.hypot(dx, dy), "goal_estimate_error_deg": dyaw,
+            "image_cost_decisions": cost_fn.fallbacks}
+
+
+def _world(row: Row, cfg: PlanConfig, model, frames, env: EmbodiedEnv, task: GoalTask, seed: int,
+           builder: MemoryBuilder):
     if row.world == "oracle":
-        w = SimulatorWorld(env)
+        # perfect imagination; with the map cost it consults the same memory of the prefix as the model
+        memory = RolloutMemory.from_frames(builder, frames.rgb, frames.depth, frames.poses, frames.K) \
+            if cfg.cost == "map" else None
+        w = SimulatorWorld(env, memory=memory)
         w.reset(AgentState(*task.start_state))
         return w
     if row.world == "blind":
@@ -296,6 +331,11 @@ def _summary(cfg: PlanConfig, model_dir, tasks: list[GoalTask], rows: list[Row],
         s["success_by_path_m"] = _bins(flat, "path_length_m", [1.0, 2.0, 3.0, 4.01])
         s["success_by_turn_deg"] = _bins(flat, "turn_deg", [0.0, 90.0, 180.01])
         s["stopped"] = int(sum(e["stopped"] for e in flat))
+        found = [e for e in flat if "goal_found" in e]
+        if found:  # the map cost: how often (and how well) the goal was found in the memory
+            s["goal_found_pct"] = 100.0 * float(np.mean([e["goal_found"] for e in found]))
+            errs = [e["goal_estimate_error_m"] for e in found if e["goal_found"]]
+            s["goal_estimate_error_m_median"] = float(np.median(errs)) if errs else None
         table[row.name] = s
     return {"model": str(model_dir), "config": cfg.to_dict(), "tasks": [t.to_dict() for t in tasks],
             "rows": table, "metric_definitions": "pewm.planning.metrics (docs/results.md, planning)"}

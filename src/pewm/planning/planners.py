@@ -108,7 +108,8 @@ class CEMConfig:
 @dataclass(frozen=True)
 class StopRule:
     """The planner decides it has arrived: the cost of the current real observation against the
-    goal is below ``threshold`` (None: never stop early, the step budget ends the episode)."""
+    goal is below ``threshold`` (None: never stop early, the step budget ends the episode). With the
+    ``map`` cost the threshold is in metres still to go (path plus turns)."""
 
     threshold: float | None = None
 
@@ -117,12 +118,17 @@ class StopRule:
             raise ValueError(f"StopRule.threshold must be a finite number or None, got {self.threshold!r}")
 
     def check(self, world, cost_fn, goal_rgb, goal_depth) -> tuple[bool, float]:
-        """``(stop, cost)`` for the world's current observation (cost NaN when there is no threshold)."""
+        """``(stop, cost)`` for the world's current observation (cost NaN when there is no threshold).
+        A cost with a ``pose_cost(pose)`` method (the ``map`` cost: metres still to go) is asked
+        about the current pose; NaN from it (no map) never stops."""
         if self.threshold is None:
             return False, float("nan")
         cur = world.current
-        c = float(cost_fn(cur.rgb[None], cur.depth[None], goal_rgb, goal_depth)[0])
-        return c < self.threshold, c
+        if hasattr(cost_fn, "pose_cost"):
+            c = float(cost_fn.pose_cost(cur.pose))
+        else:
+            c = float(cost_fn(cur.rgb[None], cur.depth[None], goal_rgb, goal_depth)[0])
+        return bool(c < self.threshold), c
 
 
 # -- the result of one decision -------------------------------------------------------------------------
@@ -174,8 +180,13 @@ def make_proposals(config: RankConfig, rng: np.random.Generator, prior: ActionPr
 
 
 def last_frame_costs(imagined: Imagined, cost_fn, goal_rgb, goal_depth) -> np.ndarray:
-    """``(N,)`` cost of each candidate's LAST imagined frame against the goal (§4.2)."""
-    c = np.asarray(cost_fn(imagined.last_rgb, imagined.last_depth, goal_rgb, goal_depth), dtype=np.float64)
+    """``(N,)`` cost of each candidate's LAST imagined frame against the goal (§4.2); a cost with a
+    ``trajectory_costs(imagined)`` method (the ``map`` cost, :mod:`pewm.planning.map_cost`) scores
+    the whole imagined candidate instead."""
+    if hasattr(cost_fn, "trajectory_costs"):
+        c = np.asarray(cost_fn.trajectory_costs(imagined), dtype=np.float64)
+    else:
+        c = np.asarray(cost_fn(imagined.last_rgb, imagined.last_depth, goal_rgb, goal_depth), dtype=np.float64)
     if c.shape != (len(imagined),):
         name = getattr(cost_fn, "name", cost_fn)
         raise ValueError(f"cost {name!r} returned shape {c.shape}, expected ({len(imagined)},)")

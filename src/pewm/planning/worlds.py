@@ -242,6 +242,11 @@ class ModelWorld:
         return Imagined(rgb, depth.astype(np.float32), poses.astype(np.float64), None, time.perf_counter() - t0,
                         *self._timing)
 
+    def memory_map(self):
+        """The persistent map the planner may consult (the ``map`` cost): the memory's map, or None
+        for the memory-less baseline."""
+        return self.memory.pmap if self.use_memory else None
+
     def observe(self, rgb, depth, poses) -> None:
         """After executing actions for real: fuse the real frames (all of them, real frames are
         trusted) into the memory when ``use_memory``; the last frame becomes :attr:`current`."""
@@ -268,11 +273,17 @@ class SimulatorWorld:
     (:func:`pewm.sim.motion.move`, with collisions) from the current agent state and the frames are
     rendered (:meth:`EmbodiedEnv.render_state`); the env's agent never moves. ``env``: an
     :class:`~pewm.sim.EmbodiedEnv` already reset in the house (shared, e.g. with the real executor),
-    or a house seed (a private env is made with ``config``)."""
+    or a house seed (a private env is made with ``config``). ``memory``: an optional
+    :class:`~pewm.rollout.memory_state.RolloutMemory` (e.g. of the exploration prefix) that real
+    frames are fused into, for costs that consult a map (:meth:`memory_map`)."""
 
     name = "simulator"
 
-    def __init__(self, env: EmbodiedEnv | int, config: SimConfig | None = None) -> None:
+    def __init__(self, env: EmbodiedEnv | int, config: SimConfig | None = None,
+                 memory: RolloutMemory | None = None) -> None:
+        if memory is not None and not isinstance(memory, RolloutMemory):
+            raise ValueError(f"SimulatorWorld: memory must be a RolloutMemory or None, got {type(memory).__name__}")
+        self.memory = memory
         if isinstance(env, EmbodiedEnv):
             if config is not None:
                 raise ValueError("SimulatorWorld: give config only with a house seed (the env has its own)")
@@ -329,10 +340,17 @@ class SimulatorWorld:
         poses = np.stack([[f.pose for f in row] for row in out]).astype(np.float64)
         return Imagined(rgb, depth, poses, collided, time.perf_counter() - t0)
 
-    def observe(self, rgb, depth, poses, state: AgentState | None = None) -> None:
+    def memory_map(self):
+        """The map of :attr:`memory` (None without one)."""
+        return None if self.memory is None else self.memory.pmap
+
+    def observe(self, rgb, depth, poses, state: AgentState | None = None, K=None) -> None:
         """After real execution: continue from the last frame; its agent state is ``state``, or
-        recovered from the last pose (:func:`state_of_pose`)."""
+        recovered from the last pose (:func:`state_of_pose`). With a :attr:`memory`, the frames are
+        fused into it (intrinsics ``K``, default: the env's camera)."""
         r, d, p = _frames(rgb, depth, poses)
+        if self.memory is not None:
+            self.memory.add(r, d, p, self.env.intrinsics.matrix if K is None else K)
         self.state = state if state is not None else state_of_pose(p[-1])
         self._current = Frame(r[-1].copy(), d[-1].copy(), p[-1].copy())
 
