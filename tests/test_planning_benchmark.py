@@ -370,6 +370,31 @@ def test_benchmark_writes_rows_episodes_and_videos(bench):
     assert all(f"| {name} |" in table for name in ROWS) and len(table.splitlines()) == 2 + len(ROWS)
 
 
+def test_benchmark_map_cost_finds_the_goal_only_with_a_memory(bench):
+    """The default ``map`` cost: rows with a memory (the model's map, the oracle's prefix map) register
+    the goal image in it, near the hidden goal pose; the memory-less row has nothing to register
+    against and scores every decision with the image cost; the random row has no cost at all."""
+    cfg, summary, _ = bench
+    assert cfg.cost == "map"
+    task = summary["tasks"][0]
+    for name, slug in zip(ROWS, SLUGS):
+        ep = json.loads((Path(cfg.out) / "episodes" / slug / f"{task['task_id']}_s0.json").read_text())
+        row = summary["rows"][name]
+        if name == "random":
+            assert "goal_found" not in ep and "goal_found_pct" not in row
+        elif name.endswith("/none"):
+            assert ep["goal_found"] is False and ep["image_cost_decisions"] == ep["decisions"] == 1, name
+            assert row["goal_found_pct"] == 0.0 and row["goal_estimate_error_m_median"] is None
+        else:
+            assert ep["goal_found"] is True and ep["image_cost_decisions"] == 0, name
+            assert ep["goal_estimate_error_m"] < 0.3 and ep["goal_estimate_error_deg"] < 10.0, name
+            gx, gy, gyaw = ep["goal_estimate"]
+            assert math.hypot(gx - task["goal_state"][0], gy - task["goal_state"][1]) == pytest.approx(
+                ep["goal_estimate_error_m"])
+            assert row["goal_found_pct"] == 100.0 and row["goal_estimate_error_m_median"] == pytest.approx(
+                ep["goal_estimate_error_m"])
+
+
 def test_benchmark_resumes_and_refuses(bench, tmp_path):
     cfg0, summary0, _ = bench
     out = tmp_path / "out"

@@ -330,6 +330,55 @@ def test_map_cost_localises_once_and_rebuilds_the_field_when_the_map_grows(env, 
     assert cost.field() is not f1 and calls == [1]  # more map: new field, same estimate
 
 
+def test_map_cost_retries_registration_once_the_map_has_grown(env, monkeypatch):
+    """A map that does not hold the goal yet: no estimate (fallback); more map: registered."""
+    import pewm.planning.map_cost as mc
+
+    calls = []
+    monkeypatch.setattr(mc, "localize_goal", lambda *a, **k: calls.append(1) or localize_goal(*a, **k))
+    maps = []
+
+    def current():
+        return maps[-1]
+
+    from pewm.memory import PersistentMap, make_extractor
+
+    far = PersistentMap(extractor=make_extractor("rgb"))
+    rgb, depth, poses = _views(env, [(UNSEEN.x, UNSEEN.y)], range(150, 211, 30))
+    far.integrate(rgb, depth, env.intrinsics.matrix, poses)
+    maps.append(far)
+    cost = MapGoalCost(ImageCost(), current, *_goal(env), env.intrinsics.matrix, env.pose_of(REF))
+    im = _imagined(env, PATHS[:2])
+    cost.trajectory_costs(im)
+    cost.trajectory_costs(im)
+    assert cost.estimate is None and cost.fallbacks == 2 and calls == [1]  # same map: not searched again
+    rgb, depth, poses = _views(env)
+    far.integrate(rgb, depth, env.intrinsics.matrix, poses)
+    c = cost.trajectory_costs(im)
+    assert calls == [1, 1] and cost.estimate is not None and cost.fallbacks == 2 and c[0] < c[1]
+
+
+def test_stop_rule_asks_the_map_cost_about_the_current_pose(env, pmap):
+    from pewm.planning.planners import StopRule
+    from pewm.planning.worlds import Frame
+
+    class At:
+        def __init__(self, state):
+            o = env.render_state(state)
+            self.current = Frame(o["rgb"], o["depth"], o["pose"])
+
+    cost = _cost(env, pmap)
+    rgb, depth = _goal(env)
+    stop, c = StopRule(0.3).check(At(GOAL), cost, rgb, depth)
+    assert stop and c < 0.3
+    stop, c = StopRule(0.3).check(At(REF), cost, rgb, depth)
+    assert not stop and c > 1.0
+    assert StopRule(None).check(At(GOAL), cost, rgb, depth)[0] is False
+    none = _cost(env, pmap, memory_map=lambda: None)  # no map: NaN, never stops
+    stop, c = StopRule(0.3).check(At(GOAL), none, rgb, depth)
+    assert not stop and math.isnan(c)
+
+
 def test_last_frame_costs_dispatches_to_trajectory_costs():
     im = Imagined(np.zeros((3, 2, 4, 4, 3), np.uint8), np.ones((3, 2, 4, 4), np.float32),
                   np.tile(np.eye(4), (3, 2, 1, 1)))

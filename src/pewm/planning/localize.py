@@ -13,7 +13,9 @@ Score of a pose (higher is better, in ``[0, 1]``): the mean over goal points of
 ``exp(-d^2 / 2 sigma^2) exp(-|c - c_map|^2 / 2 sigma_c^2)``, with ``d`` the distance from the
 transformed point to the nearest map surface and ``c_map`` that surface's colour (a Euclidean
 distance transform of a 3-D occupancy grid gives both for every cell at once). Search: coarse
-(``coarse_step_m`` x ``coarse_step_deg``, ``coarse_points`` goal points) over map cells at least
+(``coarse_step_m`` x ``coarse_step_deg``, ``coarse_points`` goal points, the looser distance
+tolerance ``coarse_sigma_m``: a coarse pose off by half a step and 5° moves a point 8 m away by
+0.7 m) over map cells at least
 ``clearance_m`` from any surface at camera height, then fine (``fine_step_m`` x ``fine_step_deg``,
 ``fine_points`` points) around the ``refine_top`` best coarse poses.
 
@@ -49,14 +51,15 @@ class LocalizeConfig:
     coarse_step_m: float = 0.2
     coarse_step_deg: float = 10.0
     coarse_points: int = 64
-    refine_top: int = 8
+    coarse_sigma_m: float = 0.3
+    refine_top: int = 16
     fine_step_m: float = 0.05
     fine_step_deg: float = 2.5
     fine_points: int = 256
 
     def __post_init__(self) -> None:
         for name in ("grid_m", "sigma_m", "sigma_color", "max_depth_m", "clearance_m", "coarse_step_m",
-                     "coarse_step_deg", "fine_step_m", "fine_step_deg"):
+                     "coarse_step_deg", "coarse_sigma_m", "fine_step_m", "fine_step_deg"):
             _positive("LocalizeConfig", name, getattr(self, name))
         for name in ("coarse_points", "refine_top", "fine_points"):
             v = getattr(self, name)
@@ -160,8 +163,10 @@ def _subsample(n_total: int, n: int) -> np.ndarray:
 
 
 def score_poses(grid: SurfaceGrid, pts: np.ndarray, col: np.ndarray, xy: np.ndarray, yaws: np.ndarray,
-                config: LocalizeConfig, chunk: int = 128) -> np.ndarray:
-    """``(P, Y)`` registration scores of agent positions ``xy`` ``(P, 2)`` x headings ``yaws`` ``(Y,)``."""
+                config: LocalizeConfig, chunk: int = 128, sigma_m: float | None = None) -> np.ndarray:
+    """``(P, Y)`` registration scores of agent positions ``xy`` ``(P, 2)`` x headings ``yaws`` ``(Y,)``
+    (distance tolerance ``sigma_m``, default ``config.sigma_m``)."""
+    sigma = config.sigma_m if sigma_m is None else sigma_m
     c, s = np.cos(yaws), np.sin(yaws)
     rx = c[:, None] * pts[None, :, 0] - s[:, None] * pts[None, :, 1]  # (Y, n)
     ry = s[:, None] * pts[None, :, 0] + c[:, None] * pts[None, :, 1]
@@ -173,7 +178,7 @@ def score_poses(grid: SurfaceGrid, pts: np.ndarray, col: np.ndarray, xy: np.ndar
         world[..., 1] = ry[None] + p[:, None, None, 1]
         world[..., 2] = pts[:, 2]
         d, cm = grid.lookup(world)
-        w = np.exp(-np.square(d) / (2 * config.sigma_m ** 2))
+        w = np.exp(-np.square(d) / (2 * sigma ** 2))
         w *= np.exp(-np.square(cm - col).sum(-1) / (2 * config.sigma_color ** 2))
         out[i:i + chunk] = w.mean(-1)
     return out
@@ -202,7 +207,7 @@ def localize_goal(points, colors, goal_rgb, goal_depth, K, reference_pose,
         return None
     yaws = np.radians(np.arange(0.0, 360.0, config.coarse_step_deg))
     sel = _subsample(len(pts), config.coarse_points)
-    coarse = score_poses(grid, pts[sel], col[sel], xy, yaws, config)
+    coarse = score_poses(grid, pts[sel], col[sel], xy, yaws, config, sigma_m=config.coarse_sigma_m)
     top = np.argsort(coarse.ravel())[::-1][: config.refine_top]
     sel = _subsample(len(pts), config.fine_points)
     best = (-1.0, 0.0, 0.0, 0.0)
