@@ -315,13 +315,14 @@ def tiny_config(data, out, **kw) -> PlanConfig:
     return PlanConfig(**{**base, **kw})
 
 
-ROWS = ["rank/voxel-render", "rank/none", "cem/voxel-render", "cem/none", "rank/oracle", "cem/oracle", "random"]
+ROWS = ["rank/voxel-render", "rank/none", "cem/voxel-render", "cem/none", "rank/oracle", "cem/oracle",
+        "rank/map-only", "cem/map-only", "random"]
 SLUGS = [r.replace("/", "-") for r in ROWS]
 
 
 @pytest.fixture(scope="module")
 def bench(plan_dataset, tmp_path_factory):
-    """One benchmark run at tiny settings (1 task x 1 seed x 7 rows, one decision each; ~20 s)."""
+    """One benchmark run at tiny settings (1 task x 1 seed x 9 rows, one decision each; ~20 s)."""
     out = tmp_path_factory.mktemp("bench") / "out"
     cfg = tiny_config(plan_dataset, out)
     messages = []
@@ -333,7 +334,7 @@ def test_benchmark_writes_rows_episodes_and_videos(bench):
     cfg, summary, messages = bench
     out = Path(cfg.out)
     assert [r.name for r in rows_of(cfg)] == ROWS
-    assert [m[:2] for m in messages] == [(i + 1, 7) for i in range(7)]
+    assert [m[:2] for m in messages] == [(i + 1, 9) for i in range(9)]
     assert not any("(done before)" in m[2] for m in messages)
     doc = json.loads((out / "results.json").read_text())
     assert list(doc["rows"]) == ROWS
@@ -362,7 +363,7 @@ def test_benchmark_writes_rows_episodes_and_videos(bench):
     imagined = {name: json.loads((out / "episodes" / slug / f"{task_id}_s0.json").read_text())["imagined_per_decision"]
                 for name, slug in zip(ROWS, SLUGS)}
     assert imagined == {"rank/voxel-render": 2, "rank/none": 2, "cem/voxel-render": 3, "cem/none": 3, "rank/oracle": 2,
-                        "cem/oracle": 3, "random": 0}
+                        "cem/oracle": 3, "rank/map-only": 2, "cem/map-only": 3, "random": 0}
     # the table prints every row
     from pewm.planning.report import plan_table
 
@@ -412,7 +413,7 @@ def test_benchmark_resumes_and_refuses(bench, tmp_path):
     (out / "results.json").unlink()
     messages = []
     summary = run_plan_benchmark(cfg, on_progress=lambda d, t, what: messages.append(what))
-    assert len(messages) == 7 and sum("(done before)" in m for m in messages) == 6
+    assert len(messages) == 9 and sum("(done before)" in m for m in messages) == 8
     assert [m for m in messages if "(done before)" not in m] == [f"rank/none {task_id}"]
     after = json.loads((out / "results.json").read_text())
     assert after == json.loads(json.dumps(summary, default=float))
@@ -463,7 +464,7 @@ def test_benchmark_on_a_dataset_at_another_resolution(plan_dataset, tmp_path):
         assert a.shape == b.shape and a.dtype == b.dtype, k
         assert np.abs(a.astype(np.float64) - b).mean() < (4.0 if "rgb" in k else 0.1), k  # the 64 px rendering
     summary = run_plan_benchmark(tiny_config(big, tmp_path / "o", methods=("rank",), memories=("voxel-render",)))
-    assert list(summary["rows"]) == ["rank/voxel-render", "rank/oracle", "random"]
+    assert list(summary["rows"]) == ["rank/voxel-render", "rank/oracle", "rank/map-only", "random"]
     assert all(r["episodes_per_seed"] == [1] for r in summary["rows"].values())
 
 
@@ -476,6 +477,8 @@ def test_benchmark_on_a_dataset_at_another_resolution(plan_dataset, tmp_path):
     (dict(execute=9), "--execute"),
     (dict(execute=0), "--execute"),
     (dict(cost="lpips"), "--cost"),
+    (dict(image_cost="lpips"), "--image-cost"),
+    (dict(image_cost="map"), "--image-cost"),
     (dict(split="holdout"), "--split"),
     (dict(task_seed=-1), "--task-seed"),
     (dict(stop_threshold=float("inf")), "--stop-threshold"),
@@ -503,7 +506,7 @@ def test_plan_help():
     assert code == 0, out
     for opt in ("--data", "--out", "--model", "--split", "--tasks", "--method", "--memory", "--baselines", "--seeds",
                 "--n-rank", "--n-cem", "--cem-iterations", "--horizon", "--execute", "--budget", "--prefix",
-                "--proposal", "--cost", "--stop-threshold", "--sampling-steps", "--videos", "--overwrite"):
+                "--proposal", "--cost", "--image-cost", "--stop-threshold", "--sampling-steps", "--videos", "--overwrite"):
         assert opt in out, opt
 
 
@@ -516,6 +519,8 @@ CLI_CASES = [
     ("plan-seeds-zero", ["--seeds", "0"], ["--seeds"]),
     ("plan-execute-over-horizon", ["--execute", "9", "--horizon", "8"], ["--execute"]),
     ("plan-unknown-cost", ["--cost", "lpips"], ["--cost"]),
+    ("plan-unknown-image-cost", ["--image-cost", "lpips"], ["--image-cost"]),
+    ("plan-image-cost-without-weights", ["--image-cost", "dinov2", "--tasks", "1", "--prefix", "60,121"], ["dinov2"]),
     # past the model and the tasks: still refused before OUT/plan_config.json is written
     ("plan-cost-without-weights", ["--cost", "dinov2", "--tasks", "1", "--prefix", "60,121"], ["dinov2"]),
     ("plan-unknown-memory", ["--memory", "voxel-render,dream-map", "--tasks", "1", "--prefix", "60,121"],

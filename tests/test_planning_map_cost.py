@@ -436,3 +436,28 @@ def test_config_accepts_edge_values():
     MapCostConfig(min_score=0.0, blocked_penalty_m=0.0)
     MapCostConfig(min_score=1)
     LocalizeConfig(coarse_points=1, refine_top=1, fine_points=1, grid_m=1)
+
+
+def test_map_only_world_reckons_poses_shows_the_current_view_and_remembers(env):
+    """The no-model baseline: poses by dead reckoning (like the world model's), frames = the real view."""
+    from pewm.geometry.kinematics import poses_from_actions
+    from pewm.model import MemoryBuilder, from_preset
+    from pewm.planning.worlds import MapOnlyWorld, World
+    from pewm.rollout.memory_state import RolloutMemory
+
+    world = MapOnlyWorld(RolloutMemory(MemoryBuilder(from_preset("micro", reader="voxel-render"))), env.intrinsics.matrix)
+    with pytest.raises(RuntimeError, match="reset"):
+        world.current
+    o = env.render_state(REF)
+    world.reset(o["rgb"], o["depth"], o["pose"])
+    assert isinstance(world, World)
+    acts = np.array([[0, 0, 1], [2, 0, 0]])
+    im = world.imagine(acts)
+    for i, a in enumerate(acts):
+        np.testing.assert_allclose(im.poses[i], poses_from_actions(o["pose"], a)[1:])
+        assert (im.rgb[i] == o["rgb"]).all() and (im.depth[i] == o["depth"]).all()
+    assert map_surface(world.memory_map()) is None  # nothing fused yet
+    world.observe(*_views(env, SEEN[:1], range(0, 31, 15)))
+    assert map_surface(world.memory_map()) is not None and world.current.pose[0, 3] == pytest.approx(SEEN[0][0])
+    with pytest.raises(ValueError, match="RolloutMemory"):
+        MapOnlyWorld("map", env.intrinsics.matrix)

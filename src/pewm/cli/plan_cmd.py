@@ -21,7 +21,9 @@ rank (N candidates, execute the best), cem (the cross-entropy method: N = 60, ke
 refit, iterate); both re-plan after every --execute actions (model-predictive control) with the real
 frames fused into the memory. Rows: each --method with each --memory (the model's reader, or none:
 same weights, empty memory), the same planners with the simulator as the world model (oracle: the
-upper bound), and a random proposal executed without imagination (the lower bound).
+upper bound), the same planners without a world model (map-only: candidates reach the poses their
+actions lead to, the memory of the prefix is kept, nothing is imagined), and a random proposal
+executed without imagination (the lower bound).
 
 Writes OUT/results.json (per row: success rate, SPL, final distance, ATE, RPE, SIM, seconds per
 decision, mean and std over seeds; success by path length and turn; a bootstrap interval over
@@ -64,7 +66,8 @@ def register(app: typer.Typer) -> None:
         task_seed: int = typer.Option(0, help="which tasks (a deterministic function of the dataset and this seed)"),
         method: str = typer.Option("rank,cem", help="planners: rank, cem (comma-separated)"),
         memory: str = typer.Option("voxel-render,none", help="memories: the model's reader and/or none"),
-        baselines: str = typer.Option("oracle,random", help="baselines in the same run: oracle, random, or none"),
+        baselines: str = typer.Option("oracle,map-only,random", help="baselines in the same run: oracle, map-only, "
+                                      "random, or none"),
         seeds: int = typer.Option(2, help="planning seeds per task (proposals, CEM samples, sampling noise)"),
         n_rank: int = typer.Option(16, help="rank: candidates per decision"),
         n_cem: int = typer.Option(60, help="cem: samples per iteration"),

@@ -22,7 +22,17 @@ from pewm.planning.tasks import (  # noqa: F401
     read_tasks,
     write_tasks,
 )
-from pewm.planning.worlds import Executed, Frame, Imagined, ModelWorld, SimulatorWorld, World, execute, state_of_pose  # noqa: F401
+from pewm.planning.worlds import (  # noqa: F401
+    Executed,
+    Frame,
+    Imagined,
+    MapOnlyWorld,
+    ModelWorld,
+    SimulatorWorld,
+    World,
+    execute,
+    state_of_pose,
+)
 from pewm.planning.proposals import ActionPrior, fit_prior_from_dataset, uniform_proposals  # noqa: F401
 from pewm.planning.costs import COSTS, DINOv2Cost, GoalCost, LatentCost, PixelCost, SSIMDepthCost, make_cost  # noqa: F401
 from pewm.planning.planners import (  # noqa: F401

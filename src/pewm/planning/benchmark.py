@@ -7,6 +7,9 @@ Rows (each a planner and what it imagines through, arXiv 2505.05495 §4.2 Table 
   (same weights, empty memory);
 * ``rank/oracle``, ``cem/oracle``: the same planners with the **simulator as the world model**
   (perfect imagination: the upper bound);
+* ``rank/map-only``, ``cem/map-only``: the same planners without a world model: candidates reach the
+  poses their actions lead to and "see" the current view; the memory of the prefix is kept (with
+  the ``map`` cost: what planning gains without imagination);
 * ``random``: a random proposal executed without imagination (the lower bound).
 
 Every episode's result is written to ``OUT/episodes/<row>/<task>_s<seed>.json`` as soon as it is
@@ -48,14 +51,14 @@ from pewm.planning.planners import (
 )
 from pewm.planning.proposals import ActionPrior, fit_prior_from_dataset
 from pewm.planning.tasks import GoalTask, TaskConfig, TaskFrames, load_task_frames, make_tasks
-from pewm.planning.worlds import Frame, ModelWorld, SimulatorWorld
+from pewm.planning.worlds import Frame, MapOnlyWorld, ModelWorld, SimulatorWorld
 from pewm.rollout.memory_state import RolloutMemory
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 from pewm.video import write_video
 
 METHODS = ("rank", "cem")
 GOAL_COSTS = ("map", *COSTS)  # "map": find the goal in the memory's map (pewm.planning.map_cost)
-BASELINES = ("oracle", "random")
+BASELINES = ("oracle", "map-only", "random")
 ARTEFACTS = ("results.json", "episodes", "videos", "plan_config.json")
 
 
@@ -141,6 +144,8 @@ def rows_of(cfg: PlanConfig) -> list[Row]:
     rows = [Row(m, w) for m in cfg.methods for w in cfg.memories]
     if "oracle" in cfg.baselines:
         rows += [Row(m, "oracle") for m in (cfg.methods or ("rank",))]
+    if "map-only" in cfg.baselines:
+        rows += [Row(m, "map-only") for m in (cfg.methods or ("rank",))]
     if "random" in cfg.baselines:
         rows.append(Row("random", "blind"))
     return rows
@@ -303,6 +308,10 @@ def _world(row: Row, cfg: PlanConfig, model, frames, env: EmbodiedEnv, task: Goa
             if cfg.cost == "map" else None
         w = SimulatorWorld(env, memory=memory)
         w.reset(AgentState(*task.start_state))
+        return w
+    if row.world == "map-only":  # no imagination: the prefix memory and dead reckoning
+        w = MapOnlyWorld(RolloutMemory.from_frames(builder, frames.rgb, frames.depth, frames.poses, frames.K), frames.K)
+        w.reset(frames.start_rgb, frames.start_depth, frames.start_pose)
         return w
     if row.world == "blind":
         return Blind(Frame(frames.start_rgb, frames.start_depth, frames.start_pose))

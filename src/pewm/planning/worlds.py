@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pewm.geometry import ActionConfig, AgentState, heading_of_pose
+from pewm.geometry.kinematics import poses_from_actions
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
 from pewm.model.inputs import check_K, check_start
 from pewm.planning.proposals import check_sequences
@@ -360,6 +361,60 @@ class SimulatorWorld:
             self.env.close()
 
 
+# -- no imagination: the memory's map and dead reckoning ----------------------------------------------
+
+
+class MapOnlyWorld:
+    """The no-model baseline for costs that read a map: candidates are "imagined" as the poses their
+    actions lead to (dead reckoning, no collisions, like the world model's poses) and every frame is
+    the current real view (nothing is generated); ``memory`` (e.g. of the exploration prefix) takes
+    in the real frames. With the ``map`` cost this plans exactly as the world model with memory does
+    while ignoring the imagined pixels, so it measures what imagination adds; with an image cost all
+    candidates score alike (the first wins)."""
+
+    name = "map-only"
+
+    def __init__(self, memory: RolloutMemory | None, K, action_config: ActionConfig = ActionConfig()) -> None:
+        if memory is not None and not isinstance(memory, RolloutMemory):
+            raise ValueError(f"MapOnlyWorld: memory must be a RolloutMemory or None, got {type(memory).__name__}")
+        self.memory = memory
+        self.K = np.asarray(K, dtype=np.float64)
+        self.action_config = action_config
+        self._current: Frame | None = None
+
+    @property
+    def current(self) -> Frame:
+        if self._current is None:
+            raise RuntimeError("MapOnlyWorld: call reset() first")
+        return self._current
+
+    def reset(self, rgb, depth, pose) -> Frame:
+        """Start from the real frame ``rgb`` ``(h, w, 3)``, ``depth`` ``(h, w)``, ``pose`` ``(4, 4)``."""
+        r, d, p = _frames(rgb, depth, pose)
+        self._current = Frame(r[0].copy(), d[0].copy(), p[0].copy())
+        return self._current
+
+    def memory_map(self):
+        return None if self.memory is None else self.memory.pmap
+
+    def imagine(self, actions) -> Imagined:
+        acts = check_sequences(actions, "actions")
+        t0 = time.perf_counter()
+        n, k = acts.shape
+        cur = self.current
+        poses = np.stack([poses_from_actions(cur.pose, a, self.action_config)[1:] for a in acts])
+        rgb = np.broadcast_to(cur.rgb, (n, k, *cur.rgb.shape))
+        depth = np.broadcast_to(cur.depth, (n, k, *cur.depth.shape))
+        return Imagined(rgb, depth, poses, None, time.perf_counter() - t0)
+
+    def observe(self, rgb, depth, poses) -> None:
+        """Fuse the real frames into :attr:`memory` (if any); the last one becomes :attr:`current`."""
+        r, d, p = _frames(rgb, depth, poses)
+        if self.memory is not None:
+            self.memory.add(r, d, p, self.K)
+        self._current = Frame(r[-1].copy(), d[-1].copy(), p[-1].copy())
+
+
 # -- real execution ---------------------------------------------------------------------------------
 
 
@@ -391,6 +446,7 @@ __all__ = [
     "Executed",
     "Frame",
     "Imagined",
+    "MapOnlyWorld",
     "ModelWorld",
     "SimulatorWorld",
     "World",
