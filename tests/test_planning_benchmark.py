@@ -369,6 +369,8 @@ def test_benchmark_writes_rows_episodes_and_videos(bench):
 
     table = plan_table(summary)
     assert all(f"| {name} |" in table for name in ROWS) and len(table.splitlines()) == 2 + len(ROWS)
+    found = {line.split(" | ")[0][2:]: line.split(" | ")[-2] for line in table.splitlines()[2:]}
+    assert found["cem/voxel-render"] == "100" and found["cem/none"] == "0" and found["random"] == "–"
 
 
 def test_benchmark_map_cost_finds_the_goal_only_with_a_memory(bench):

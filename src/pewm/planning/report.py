@@ -16,15 +16,17 @@ def _cell(v: dict, digits: int) -> str:
 
 
 def plan_table(summary: dict) -> str:
-    """One row per planner × world: mean ± std over seeds, and the success rate's 95 % bootstrap
-    interval over episodes."""
-    head = ["row", *[c[1] for c in COLUMNS], "success 95% CI (episodes)", "episodes"]
+    """One row per planner × world: mean ± std over seeds, the success rate's 95 % bootstrap
+    interval over episodes, and (the ``map`` cost) how often the goal was registered in the memory."""
+    head = ["row", *[c[1] for c in COLUMNS], "success 95% CI (episodes)", "goal found in memory %", "episodes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in summary["rows"].items():
         lo, hi = r.get("success_ci95_over_episodes", (math.nan, math.nan))
         ci = f"{lo:.0f}–{hi:.0f}" if math.isfinite(lo) else "–"
         cells = [_cell(r[k], d) for k, _, d in COLUMNS]
-        lines.append("| " + " | ".join([name, *cells, ci, str(sum(r["episodes_per_seed"]))]) + " |")
+        found = r.get("goal_found_pct")  # the map cost only
+        found = "–" if found is None else f"{found:.0f}"
+        lines.append("| " + " | ".join([name, *cells, ci, found, str(sum(r["episodes_per_seed"]))]) + " |")
     return "\n".join(lines)
 
 
