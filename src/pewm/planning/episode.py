@@ -67,8 +67,11 @@ class EpisodeResult:
                 "states": [list(s) for s in self.states]}
 
 
-def _topdown(env: EmbodiedEnv, states, candidates_xy, goal_state, px_per_m: float = 24.0) -> np.ndarray:
-    """The house from above: executed path, where the last decision's candidates end (dots), the goal (star)."""
+def _topdown(env: EmbodiedEnv, states, candidates_xy, goal_state, px_per_m: float = 24.0,
+             window_m: float = 6.0) -> np.ndarray:
+    """The house from above, cropped to a ``window_m`` square around the start and the goal (wider
+    when the path strays): executed path, where the last decision's candidates end (dots), the
+    goal (square)."""
     path = [(s[0], s[1]) for s in states]
     img = Image.fromarray(top_down_image(env.house, path=path, px_per_m=px_per_m,
                                          agent_state=AgentState(*states[-1])))
@@ -79,6 +82,13 @@ def _topdown(env: EmbodiedEnv, states, candidates_xy, goal_state, px_per_m: floa
             draw.ellipse([c - 2, r - 2, c + 2, r + 2], fill=(80, 170, 255))
     gc, gr = world_to_topdown_pixel(env.house, goal_state[0], goal_state[1], px_per_m)
     draw.rectangle([float(gc) - 4, float(gr) - 4, float(gc) + 4, float(gr) + 4], outline=(255, 220, 0), width=2)
+    # crop: the square around the start, the goal and the path so far (at least window_m wide)
+    pc, pr = world_to_topdown_pixel(env.house, np.array([p[0] for p in path] + [goal_state[0]]),
+                                    np.array([p[1] for p in path] + [goal_state[1]]), px_per_m)
+    half = max(window_m * px_per_m / 2, (pc.max() - pc.min()) / 2 + px_per_m, (pr.max() - pr.min()) / 2 + px_per_m)
+    cx, cy = (pc.max() + pc.min()) / 2, (pr.max() + pr.min()) / 2
+    box = [int(cx - half), int(cy - half), int(cx + half), int(cy + half)]
+    img = img.crop(box)  # outside the image: filled with black
     arr = np.asarray(img)
     s = PANEL / max(arr.shape[:2])
     small = np.asarray(img.resize((max(1, int(arr.shape[1] * s)), max(1, int(arr.shape[0] * s))), Image.BILINEAR))
