@@ -6,7 +6,7 @@ different runs of the same tasks), pairs episodes by task and seed, and resample
 replacement (``--draws``, seed 0) for 95 % percentile intervals.
 
     python benchmarks/plan_compare.py OUT1 [OUT2 ...] \\
-        [--pair cem/voxel-render:cem/none ...] [--ratio cem/voxel-render:cem/oracle ...]
+        [--pair cem/voxel-render:cem/none ...] [--ratio cem/voxel-render:cem/oracle ...] [--out JSON]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _results import write_results
 
 
 def load_success(outs: list[str]) -> dict[str, dict[tuple[str, int], float]]:
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--pair", action="append", default=[], help="A:B, success of A minus B in points")
     ap.add_argument("--ratio", action="append", default=[], help="A:B, success of A over B")
     ap.add_argument("--draws", type=int, default=4000)
+    ap.add_argument("--out", default="benchmarks/results/plan_compare.json")
     args = ap.parse_args()
     pairs = args.pair or ["cem/voxel-render:cem/none", "rank/voxel-render:rank/none",
                           "cem/voxel-render:rank/voxel-render", "cem/voxel-render:cem/map-only",
@@ -66,6 +68,7 @@ def main() -> None:
     ratios = args.ratio or ["cem/voxel-render:cem/oracle"]
     rows = load_success(args.outs)
     rng = np.random.default_rng(0)
+    results = []
     for spec, ratio in [(p, False) for p in pairs] + [(r, True) for r in ratios]:
         if spec.count(":") != 1:
             raise SystemExit(f"--pair/--ratio {spec!r}: expected A:B")
@@ -74,8 +77,10 @@ def main() -> None:
             print(f"{spec}: skipped (rows present: {sorted(rows)})")
             continue
         r = paired(rows, a, b, args.draws, ratio, rng)
+        results.append(r)
         unit = "x" if ratio else " points"
         print(f"{a} vs {b}: {r['value']:+.2f}{unit} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] ({r['episodes']} episodes)")
+    write_results(args.out, {"outs": args.outs, "draws": args.draws, "comparisons": results})
 
 
 if __name__ == "__main__":
