@@ -84,20 +84,33 @@ class GoalEstimate:
         return (self.x, self.y, self.yaw)
 
 
-def map_surface(pmap) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(points (V, 3), colours (V, 3) in [0, 1])`` of a :class:`~pewm.memory.PersistentMap`: its
-    ``surface`` map when it has one, else its first map with colours; None when there is no map or
-    it is empty."""
+def _colour_map(pmap):
+    """The :class:`~pewm.memory.VoxelMap` :func:`map_surface` reads (None without one)."""
     if pmap is None:
         return None
     maps = pmap.maps
     names = (["surface"] if "surface" in maps else []) + [n for n in maps if n != "surface"]
     for name in names:
-        vm = maps[name]
-        if "color" in vm.attributes and len(vm):
-            return (vm.points().detach().cpu().numpy().astype(np.float64),
-                    vm.get("color").detach().cpu().numpy().astype(np.float64))
+        if "color" in maps[name].attributes and len(maps[name]):
+            return maps[name]
     return None
+
+
+def map_size(pmap) -> int:
+    """How many points :func:`map_surface` would return (cheap: nothing is copied)."""
+    vm = _colour_map(pmap)
+    return 0 if vm is None else len(vm)
+
+
+def map_surface(pmap) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(points (V, 3), colours (V, 3) in [0, 1])`` of a :class:`~pewm.memory.PersistentMap`: its
+    ``surface`` map when it has one, else its first map with colours; None when there is no map or
+    it is empty."""
+    vm = _colour_map(pmap)
+    if vm is None:
+        return None
+    return (vm.points().detach().cpu().numpy().astype(np.float64),
+            vm.get("color").detach().cpu().numpy().astype(np.float64))
 
 
 class SurfaceGrid:
@@ -234,5 +247,5 @@ def localize_goal(points, colors, goal_rgb, goal_depth, K, reference_pose,
     return GoalEstimate(x, y, yaw, score, pose)
 
 
-__all__ = ["GoalEstimate", "LocalizeConfig", "SurfaceGrid", "goal_cloud", "localize_goal", "map_surface",
+__all__ = ["GoalEstimate", "LocalizeConfig", "SurfaceGrid", "goal_cloud", "localize_goal", "map_size", "map_surface",
            "score_poses"]

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from pewm.geometry import heading_of_pose
-from pewm.planning.localize import GoalEstimate, LocalizeConfig, SurfaceGrid, localize_goal, map_surface
+from pewm.planning.localize import GoalEstimate, LocalizeConfig, localize_goal, map_size, map_surface
 from pewm.planning.navigation import NavConfig, NavField
 
 
@@ -75,9 +75,8 @@ class MapGoalCost:
         self.reference_pose = np.asarray(reference_pose, dtype=np.float64)
         self.config = config
         self.estimate: GoalEstimate | None = None
-        self._localized_size = -1  # map size at the last registration attempt
         self._field: NavField | None = None
-        self._field_size = -1
+        self._seen_size = -1  # map size at the last field() call
         self.fallbacks = 0  # decisions scored by the image cost alone
 
     def __call__(self, rgb, depth, goal_rgb, goal_depth) -> np.ndarray:
@@ -88,22 +87,23 @@ class MapGoalCost:
         return float(self.reference_pose[2, 3]) - self.config.nav.camera_height_m
 
     def field(self) -> NavField | None:
-        """The current cost-to-go field (None without a map or a registered goal)."""
-        surface = map_surface(self.memory_map())
+        """The current cost-to-go field (None without a map or a registered goal). The map is read
+        (copied) only when it has changed size since the last call."""
+        pmap = self.memory_map()
+        size = map_size(pmap)
+        if size == self._seen_size:
+            return self._field
+        self._seen_size = size
+        surface = map_surface(pmap)
         if surface is None:
             return None
         points, colors = surface
-        if self.estimate is None and len(points) != self._localized_size:  # first try, or more map since
-            self._localized_size = len(points)
-            grid = SurfaceGrid(points, colors, self.config.localize.grid_m)
+        if self.estimate is None:  # first try, or more map since the last failed one
             est = localize_goal(points, colors, self.goal_rgb, self.goal_depth, self.K, self.reference_pose,
-                                self.config.localize, grid=grid)
+                                self.config.localize)
             self.estimate = est if est is not None and est.score >= self.config.min_score else None
-        if self.estimate is None:
-            return None
-        if self._field is None or len(points) != self._field_size:
+        if self.estimate is not None:
             self._field = NavField(points, self.estimate.state, self.floor_z, self.config.nav)
-            self._field_size = len(points)
         return self._field
 
     def pose_cost(self, pose) -> float:
