@@ -499,3 +499,61 @@ def test_env_with_memory_off_reads_an_empty_memory_and_still_records(reader):
     assert np.array_equal(ref.step([0])[0]["rgb"], a["rgb"])  # off = an empty memory, whatever is in it
     off.use_memory = True
     assert not np.array_equal(off.step([0])[0]["rgb"], ref.step([0])[0]["rgb"])
+
+
+def test_depth_edges_marks_both_sides_of_a_jump_and_nothing_on_smooth_depth():
+    from pewm.rollout.memory_state import depth_edges
+
+    d = torch.full((1, 8, 8), 2.0)
+    d[:, :, 4:] = 4.0  # a wall 2 m behind a foreground
+    e = depth_edges(d, 0.1)
+    assert bool(e[:, :, 3:5].all()) and not bool(e[:, :, :3].any()) and not bool(e[:, :, 5:].any())
+    ramp = 2.0 + 0.05 * torch.arange(8.0)[None, None].expand(1, 8, 8)  # a slanted wall: < 3 % per pixel
+    assert not bool(depth_edges(ramp, 0.1).any())
+    assert bool(depth_edges(ramp, 0.01).any()), "a tolerance below the slope marks it"
+
+
+def test_imagined_frames_are_not_fused_on_depth_edges_with_a_tolerance_set():
+    """``imagined_edge_tol`` leaves a generated frame's depth discontinuities unfused; observed frames
+    and a builder without the setting fuse every pixel."""
+    from pewm.model.memory_build import MemoryBuildConfig
+
+    cfg = _model("voxel-render").config
+    rgb, depth, pose, K = _start(B=1)
+    depth = depth.copy()
+    depth[:, :, 8:] = 4.0
+    plain = RolloutMemory(MemoryBuilder(cfg))
+    plain.add(rgb, depth, pose, K, imagined=True)
+    strict = MemoryBuilder(cfg, MemoryBuildConfig(imagined_edge_tol=0.1))
+    observed = RolloutMemory(strict)
+    observed.add(rgb, depth, pose, K)
+    imagined = RolloutMemory(strict)
+    imagined.add(rgb, depth, pose, K, imagined=True)
+    assert len(observed.pmap.surface) == len(plain.pmap.surface)
+    assert 0 < len(imagined.pmap.surface) < len(plain.pmap.surface)
+    cut = depth.copy()
+    cut[0, :, 7:9] = 0.0  # the same frame with the two columns at the jump invalid
+    ref = RolloutMemory(MemoryBuilder(cfg))
+    ref.add(rgb, cut, pose, K)
+    assert len(imagined.pmap.surface) == len(ref.pmap.surface)
+    with pytest.raises(ValueError, match="imagined_edge_tol"):
+        MemoryBuildConfig(imagined_edge_tol=0)
+
+
+@pytest.mark.parametrize("fuse", ["novel", "all", "none"])
+def test_fuse_modes_decide_what_the_rollout_remembers(fuse):
+    from pewm.rollout import FUSE_MODES, fuse_flags
+
+    assert fuse in FUSE_MODES
+    model = _model("voxel-render")
+    rgb, depth, pose, K = _start(B=1)
+    builder = MemoryBuilder.for_model(model)
+    mem = RolloutMemory.from_frames(builder, rgb, depth, pose, K)
+    n0 = len(mem.pmap.surface)
+    fuse_generated, novel_only = fuse_flags(fuse)
+    rollout(model, rgb, depth, pose, K, actions=np.array([[1] * 8]), memories=[mem], fuse_start=False,
+            fuse_generated=fuse_generated, fuse_novel_only=novel_only, sampling=SAMPLING, generator=_gen())
+    assert mem.frames_added == (1 if fuse == "none" else 9)
+    assert (len(mem.pmap.surface) == n0) == (fuse == "none")
+    with pytest.raises(ValueError, match="--fuse must be one of novel, all, none; got 'some'"):
+        fuse_flags("some")

@@ -51,6 +51,7 @@ from pewm.eval.walks import (
 )
 from pewm.model import SamplingConfig
 from pewm.outputs import check_output_dir
+from pewm.rollout import fuse_flags
 from pewm.video import fit_into, hstack_panels, label, resize_nearest, write_video
 
 
@@ -118,8 +119,7 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
         torch.set_num_threads(cfg.threads)
     if cfg.steps is not None and not 1 <= cfg.steps <= MAX_STEPS:
         raise ValueError(f"--steps must be in 1..{MAX_STEPS}, got {cfg.steps}")
-    if cfg.fuse not in ("novel", "all"):
-        raise ValueError(f"--fuse must be 'novel' or 'all', got {cfg.fuse!r}")
+    fuse_flags(cfg.fuse)  # a clear error for an unknown --fuse
     if cfg.look_around < 0:
         raise ValueError(f"--look-around must be >= 0, got {cfg.look_around}")
     if cfg.data is None and (cfg.episode is not None or cfg.start != 0):
@@ -151,11 +151,10 @@ def run_demo(cfg: DemoConfig, console=None) -> dict:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         ta = progress.add_task("imagining with memory   ", total=T)
-        novel_only = cfg.fuse == "novel"
-        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg.sampling, cfg.seed, novel_only, progress, ta,
+        with_mem, with_depth, maps, chunk_of = imagine(model, ep, True, cfg.sampling, cfg.seed, cfg.fuse, progress, ta,
                                                        cfg.allow_any_fov)
         tb = progress.add_task("imagining without memory", total=T)
-        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg.sampling, cfg.seed, novel_only, progress, tb,
+        without_mem, without_depth, _, _ = imagine(model, ep, False, cfg.sampling, cfg.seed, cfg.fuse, progress, tb,
                                                    cfg.allow_any_fov)
     frac = observed_fraction(ep.depth, ep.poses, ep.K, ep.memory_depth, ep.memory_poses, ep.K)
     revisit = np.asarray(frac) >= cfg.revisit_threshold

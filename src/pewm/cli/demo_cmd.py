@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         sampling_steps: Optional[int] = typer.Option(None, help="DDIM steps per chunk [model default]"),
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
         fuse: str = typer.Option(
-            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
+            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1) | "
+                     "none (never: the map holds only observed frames; imagines but does not remember)"
         ),
         anchor: Optional[str] = typer.Option(
             None, help="voxel-render sampling: both | latent | pixel (keep what the map covers) | none (condition only) "

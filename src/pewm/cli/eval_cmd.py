@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
         ),
         long_steps: int = typer.Option(128, help="imagined steps of each long-horizon walk"),
         fuse: str = typer.Option(
-            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1)"
+            "novel", help="fuse generated frames: novel (only where the map holds nothing yet) | all (literal Algorithm 1) | "
+                     "none (never: the map holds only observed frames; imagines but does not remember)"
         ),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
         allow_incomplete: bool = typer.Option(

@@ -66,7 +66,7 @@ from pewm.model import READERS, MemoryBuilder, SamplingConfig, WorldModel, reade
 from pewm.model.inputs import check_fov
 from pewm.outputs import check_output_dir
 from pewm.model.frame_ops import fit_to_model
-from pewm.rollout import RolloutMemory, rollout
+from pewm.rollout import RolloutMemory, fuse_flags, rollout
 
 
 EVAL_ARTEFACTS = ("results.json", "results.md", "psnr_vs_step.png", "videos")  # what run_benchmark writes
@@ -103,7 +103,7 @@ class BenchmarkConfig:
     dinov2_weights: str | None = None
     videos: int = 4
     threads: int | None = None
-    fuse: str = "novel"  # generated frames fused "novel" (only where the map holds nothing yet) or "all"
+    fuse: str = "novel"  # generated frames fused: novel (where the map holds nothing yet) | all | none (pewm.rollout.FUSE_MODES)
     long_horizon: int = 0  # walks of the long-horizon probe (pewm.eval.long_horizon): held-out houses, or the split's
     # first episodes when every episode is pose-only (a recording, issue #16); 0 = skip
     long_steps: int = 128
@@ -145,8 +145,7 @@ class BenchmarkConfig:
             raise ValueError(f"--split must be train, val, test or all, got {self.split!r}")
         if not isinstance(self.sampling, SamplingConfig):
             raise ValueError(f"BenchmarkConfig.sampling must be a SamplingConfig, got {type(self.sampling).__name__}")
-        if self.fuse not in ("novel", "all"):
-            raise ValueError(f"--fuse must be 'novel' or 'all', got {self.fuse!r}")
+        fuse_flags(self.fuse)  # a clear error for an unknown --fuse
         if self.long_horizon < 0 or (self.long_horizon and self.long_steps < 16):
             raise ValueError(f"--long-horizon must be >= 0 and --long-steps >= 16, got {self.long_horizon}, {self.long_steps}")
         if self.threads is not None and self.threads < 1:
@@ -249,6 +248,7 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
     if empty:
         sampling = sampling.replace(guidance_scale=None)
     builder = MemoryBuilder.for_model(model, render_supersample=sampling.render_supersample)
+    fuse_generated, novel_only = fuse_flags(cfg.fuse)
     out = []
     for b0 in range(0, len(episodes), cfg.batch):
         eps = episodes[b0:b0 + cfg.batch]
@@ -270,7 +270,7 @@ def rollout_mode(model, mode: str, episodes: list[EvalEpisode], cfg: BenchmarkCo
             path = {"poses": np.stack([future_poses(e, cfg.horizon) for e in eps])}
         g = torch.Generator().manual_seed(int(seed) * 100003 + b0)
         res = rollout(model, rgb, depth, pose, K, memories=mems, fuse_start=False,
-                      fuse_generated=not empty, fuse_novel_only=cfg.fuse == "novel",
+                      fuse_generated=not empty and fuse_generated, fuse_novel_only=novel_only,
                       sampling=sampling, generator=g, allow_any_fov=cfg.allow_any_fov, **path)
         for j in range(len(eps)):
             out.append({"rgb": res.rgb[j, 1:].numpy(), "depth": res.depth[j, 1:].numpy()})

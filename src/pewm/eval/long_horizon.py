@@ -55,7 +55,7 @@ def long_horizon_consistency(model, houses: int = 4, steps: int = 128, seed: int
             ret = np.nonzero(match >= 0)[0]
             frames += len(ret)
             for mode, use in modes.items():
-                rgb, _, _, _ = imagine(model, ep, use, sampling, cfg.seed, fuse == "novel", allow_any_fov=any_fov)
+                rgb, _, _, _ = imagine(model, ep, use, sampling, cfg.seed, fuse, allow_any_fov=any_fov)
                 if len(ret):
                     per[mode]["gt_psnr"].append(float(np.mean(psnr(rgb[ret], ep.rgb[ret]))))
                     per[mode]["gt_ssim"].append(float(np.mean(ssim(rgb[ret], ep.rgb[ret]))))

@@ -22,7 +22,7 @@ from pewm.geometry import Action, AgentState
 from pewm.memory.viz import map_top_down_image
 from pewm.model import MemoryBuilder, SamplingConfig
 from pewm.model.frame_ops import fit_to_model
-from pewm.rollout import RolloutMemory, rollout
+from pewm.rollout import RolloutMemory, fuse_flags, rollout
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 from pewm.sim.topdown import top_down_image
 from pewm.sim.trajectories import TrajectoryConfig, plan_actions
@@ -161,12 +161,14 @@ def walk_from_episode(episode, resolution: int, start: int = 0, steps: int | Non
 
 
 def imagine(model, ep: WalkEpisode, use_memory: bool, sampling: SamplingConfig | None = None, seed: int = 0,
-            fuse_novel_only: bool = True, progress=None, task=None, allow_any_fov: bool = False):
+            fuse: str = "novel", progress=None, task=None, allow_any_fov: bool = False):
     """Roll the walk out chunk by chunk (noise seeded with ``seed``; ``sampling``'s anchoring only
     for readers that can anchor) along its actions, or its camera poses when it has none; returns
     rgb ``(T+1, h, w, 3)``, depth, and (with memory) a top-down image of the map after each chunk
-    plus the chunk index of every frame. ``allow_any_fov``: see :func:`pewm.rollout.rollout`."""
+    plus the chunk index of every frame. ``fuse``: what becomes of generated frames with memory
+    (:data:`pewm.rollout.FUSE_MODES`); ``allow_any_fov``: see :func:`pewm.rollout.rollout`."""
     H, T = model.config.frames, ep.steps
+    fuse_generated, novel_only = fuse_flags(fuse)
     sampling = sampling or SamplingConfig()
     if not model.reader.can_anchor:
         sampling = sampling.replace(anchor=None)
@@ -184,7 +186,7 @@ def imagine(model, ep: WalkEpisode, use_memory: bool, sampling: SamplingConfig |
         path = ({"actions": ep.actions[None, i:i + H]} if ep.actions is not None
                 else {"poses": ep.poses[None, i + 1:i + 1 + H]})
         res = rollout(model, cur_rgb, cur_depth, cur_pose, ep.K, memories=[memory],
-                      fuse_start=False, fuse_generated=use_memory, fuse_novel_only=fuse_novel_only,
+                      fuse_start=False, fuse_generated=use_memory and fuse_generated, fuse_novel_only=novel_only,
                       sampling=sampling, generator=g, allow_any_fov=allow_any_fov, **path)
         n = res.rgb.shape[1] - 1
         rgb.append(res.rgb[0, 1:])

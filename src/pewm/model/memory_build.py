@@ -32,7 +32,10 @@ class MemoryBuildConfig:
     0.25 x 0.25 x 1 m); ``surface_voxel``: the rendering map's voxel (``voxel-render``);
     ``max_depth``: depth beyond this is not fused; ``frames_depth_test``: occlusion-aware frame
     retrieval for the ``frames`` reader; ``render_supersample``: ``voxel-render`` renders at this
-    many times the model's resolution, averaged down (anti-aliasing; :func:`pewm.model.readers.voxel_render.rendered_input`).
+    many times the model's resolution, averaged down (anti-aliasing; :func:`pewm.model.readers.voxel_render.rendered_input`);
+    ``imagined_edge_tol``: a *generated* frame's pixel is not fused where its depth differs from one
+    of its 8 neighbours by more than this fraction (the blurred depth edges of imagined frames
+    otherwise fuse as streaks of points between a foreground and its background; None: fuse all).
     """
 
     extractor: str = "auto"
@@ -42,8 +45,14 @@ class MemoryBuildConfig:
     max_depth: float = 10.0
     frames_depth_test: bool = False
     render_supersample: int = 1
+    imagined_edge_tol: float | None = None
 
     def __post_init__(self) -> None:
+        if self.imagined_edge_tol is not None and not (
+            isinstance(self.imagined_edge_tol, (int, float)) and not isinstance(self.imagined_edge_tol, bool)
+            and self.imagined_edge_tol > 0
+        ):
+            raise ValueError(f"MemoryBuildConfig.imagined_edge_tol must be a number > 0 or None, got {self.imagined_edge_tol!r}")
         if not isinstance(self.render_supersample, int) or isinstance(self.render_supersample, bool) or (
             self.render_supersample < 1
         ):

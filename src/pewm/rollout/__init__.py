@@ -7,7 +7,8 @@
 """
 
 from pewm.rollout.env import WorldModelEnv
-from pewm.rollout.loop import ChunkOutput, RolloutResult, generate_chunk, rollout
+from pewm.rollout.loop import FUSE_MODES, ChunkOutput, RolloutResult, fuse_flags, generate_chunk, rollout
 from pewm.rollout.memory_state import RolloutMemory
 
-__all__ = ["ChunkOutput", "RolloutMemory", "RolloutResult", "WorldModelEnv", "generate_chunk", "rollout"]
+__all__ = ["FUSE_MODES", "ChunkOutput", "RolloutMemory", "RolloutResult", "WorldModelEnv", "fuse_flags", "generate_chunk",
+           "rollout"]

@@ -221,7 +221,7 @@ class WorldModelEnv(gym.Env):
                             action_config=self.action_config)
         if not self.use_memory:  # recorded all the same (what generate_chunk's fuse would have done)
             for b, m in enumerate(self._memories):
-                m.add(ch.rgb[b], ch.depth[b], ch.poses[b], self.K[b], novel_only=True)
+                m.add(ch.rgb[b], ch.depth[b], ch.poses[b], self.K[b], novel_only=True, imagined=True)
         seconds = time.perf_counter() - t0
         self._rgb, self._depth = ch.rgb[:, -1].contiguous(), ch.depth[:, -1].contiguous()
         self._pose = ch.poses[:, -1].numpy().copy()

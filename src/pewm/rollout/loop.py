@@ -134,7 +134,7 @@ def generate_chunk(
     out_rgb, out_depth, out_poses = gen.rgb[:, :k], gen.depth[:, :k], gen.poses[:, :k]
     if fuse:
         for b, m in enumerate(memories):
-            m.add(out_rgb[b], out_depth[b], out_poses[b], K[b], novel_only=novel_only)
+            m.add(out_rgb[b], out_depth[b], out_poses[b], K[b], novel_only=novel_only, imagined=True)
     t3 = time.perf_counter()
     return ChunkOutput(out_rgb, out_depth, out_poses, t1 - t0, t2 - t1, t3 - t2)
 
@@ -176,6 +176,19 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("rollout chunks"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+
+# what becomes of generated frames (``pewm eval/demo --fuse``): fused where the map holds nothing
+# yet ("imagined once, then remembered"), fused everywhere (Algorithm 1 literally), or not fused
+# (the map holds only observed frames: an ablation that imagines but never remembers)
+FUSE_MODES = ("novel", "all", "none")
+
+
+def fuse_flags(fuse: str) -> tuple[bool, bool]:
+    """``(fuse_generated, fuse_novel_only)`` of :func:`rollout` for a ``--fuse`` mode (:data:`FUSE_MODES`)."""
+    if fuse not in FUSE_MODES:
+        raise ValueError(f"--fuse must be one of {', '.join(FUSE_MODES)}; got {fuse!r}")
+    return fuse != "none", fuse == "novel"
 
 
 def rollout(

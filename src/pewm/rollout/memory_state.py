@@ -40,6 +40,24 @@ def close_holes(mask: torch.Tensor, px: int) -> torch.Tensor:
     return (closed[:, 0] > 0.5) | mask
 
 
+def depth_edges(depth: torch.Tensor, tol: float) -> torch.Tensor:
+    """``(N, h, w)`` bool: pixels whose depth differs from one of their 8 neighbours by more than
+    ``tol`` times the smaller of the two (a depth discontinuity; invalid depth 0 next to valid depth
+    counts). Blurred edges of a generated depth map put points between a foreground and its
+    background ("flying pixels"); these are the pixels to leave unfused."""
+    d = depth.float()[:, None]
+    pad = torch.nn.functional.pad(d, (1, 1, 1, 1), mode="replicate")
+    h, w = d.shape[-2:]
+    edge = torch.zeros_like(d, dtype=torch.bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if dy == 1 and dx == 1:
+                continue
+            n = pad[..., dy:dy + h, dx:dx + w]
+            edge |= (d - n).abs() > tol * torch.minimum(d, n)
+    return edge[:, 0]
+
+
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
@@ -126,7 +144,7 @@ class RolloutMemory:
     # sampled sparsely) are not novel; imagined points fused there sat in front of mapped walls
     NOVEL_HOLE_PX = 2
 
-    def add(self, rgb, depth, poses, K, novel_only: bool = False) -> None:
+    def add(self, rgb, depth, poses, K, novel_only: bool = False, imagined: bool = False) -> None:
         """Fuse frames (Algorithm 1: unproject the RGB-D at its poses and fuse into the map).
 
         ``rgb`` ``(N, h, w, 3)`` uint8, ``depth`` ``(N, h, w)`` metric z-depth, ``poses``
@@ -137,7 +155,14 @@ class RolloutMemory:
         of up to ``2 * NOVEL_HOLE_PX`` pixels inside the coverage count as covered), so an imagined
         view never overwrites or occludes what the map already holds (observed or imagined earlier).
         Needs a map with a surface map; otherwise everything is fused.
+
+        ``imagined`` (generated frames): with ``MemoryBuildConfig.imagined_edge_tol`` set, pixels on a
+        depth discontinuity (:func:`depth_edges`) are not fused.
         """
+        tol = self.builder.cfg.imagined_edge_tol
+        if imagined and tol is not None and self.pmap is not None:
+            rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
+            depth = torch.where(depth_edges(depth_t, float(tol)), torch.zeros_like(depth_t), depth_t)
         pmap = self.pmap
         if novel_only and pmap is not None and pmap.surface is not None:
             rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
@@ -182,4 +207,4 @@ class RolloutMemory:
         return self.builder.read(self.store, current_pose, target_poses, K_model)
 
 
-__all__ = ["RolloutMemory", "close_holes"]
+__all__ = ["RolloutMemory", "close_holes", "depth_edges"]

@@ -1,0 +1,144 @@
+"""What does remembering its own imagination cost or buy? ``pewm eval``'s rollouts under each ``--fuse`` mode, paired.
+
+``pewm eval --fuse MODE`` runs one fusion rule per invocation, so two runs cannot be compared
+episode by episode. This script rolls the same episodes (``pewm eval``'s cuts and revisit labels,
+the same noise seeds) out once per fuse mode (:data:`pewm.rollout.FUSE_MODES`: ``novel`` = imagined
+once then remembered, the default; ``all`` = Algorithm 1 literally; ``none`` = never remembered) and
+reports, per class of frame (novel / revisit), PSNR (mean of frames), PSNR of the mean MSE, depth
+AbsRel and delta1, each mean over seeds; and for every mode the difference to ``--reference`` with a
+95 % bootstrap interval over episodes (paired: both modes on the same resampled episodes).
+
+    python benchmarks/fuse_compare.py --data houses160 --split val --cuts explore [--seeds 1]
+        [--fuse novel,none,all] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
+        [--out benchmarks/results/fuse_compare.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+from _results import write_results
+
+import numpy as np
+import torch
+
+from pewm.assets import load_model, resolve_model_path
+from pewm.eval.benchmark import BenchmarkConfig, load_episodes, rollout_mode
+from pewm.eval.metrics import frame_metrics, mse
+from pewm.rollout import FUSE_MODES
+
+CLASSES = ("novel", "revisit")
+STATS = ("psnr", "psnr_mse", "absrel", "delta1")
+
+
+def episode_table(episodes, generated) -> dict[str, np.ndarray]:
+    """Per-episode, per-class sums ``{key: (episodes, 2)}`` (classes in :data:`CLASSES` order):
+    frame counts ``n``, the sums of per-frame PSNR, MSE, AbsRel, delta1 (NaN-free frames only for depth)."""
+    E = len(episodes)
+    out = {k: np.zeros((E, 2)) for k in ("n", "psnr", "mse", "absrel", "delta1", "n_depth")}
+    for i, (e, g) in enumerate(zip(episodes, generated)):
+        c, n = e.cut, len(g["rgb"])
+        gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
+        m = frame_metrics(g["rgb"], gt_rgb, g["depth"], gt_depth)
+        err = mse(g["rgb"], gt_rgb)
+        rev = np.asarray(e.revisit[:n], bool)
+        for j, sel in enumerate((~rev, rev)):
+            out["n"][i, j] = sel.sum()
+            out["psnr"][i, j] = m["psnr"][sel].sum()
+            out["mse"][i, j] = err[sel].sum()
+            ok = sel & np.isfinite(m["absrel"]) & np.isfinite(m["delta1"])
+            out["n_depth"][i, j] = ok.sum()
+            out["absrel"][i, j] = m["absrel"][ok].sum()
+            out["delta1"][i, j] = m["delta1"][ok].sum()
+    return out
+
+
+def statistics(tables: list[dict], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """``{stat: (draws, 2)}``: each statistic over the episodes weighted by ``weights`` ``(draws, E)``
+    (a bootstrap resample's multiplicities; a row of ones is the point value), mean over seeds."""
+    per_seed = []
+    for t in tables:
+        s = {k: weights @ v for k, v in t.items()}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_seed.append({"psnr": s["psnr"] / s["n"], "psnr_mse": 10 * np.log10(1.0 / (s["mse"] / s["n"])),
+                             "absrel": s["absrel"] / s["n_depth"], "delta1": s["delta1"] / s["n_depth"]})
+    return {k: np.mean([p[k] for p in per_seed], axis=0) for k in STATS}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--cuts", default="explore")
+    ap.add_argument("--model", default=None, help="model directory [the shipped model]")
+    ap.add_argument("--fuse", default="novel,none,all", help=f"comma-separated fuse modes ({', '.join(FUSE_MODES)})")
+    ap.add_argument("--reference", default="novel")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--max-episodes", type=int, default=16)
+    ap.add_argument("--horizon", type=int, default=32)
+    ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/fuse_compare.json")
+    a = ap.parse_args()
+    modes = [m.strip() for m in a.fuse.split(",") if m.strip()]
+    bad = [m for m in modes if m not in FUSE_MODES]
+    if bad or a.reference not in modes:
+        ap.error(f"--fuse: unknown mode(s) {bad} (choose from {FUSE_MODES}); --reference must be one of them")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    model = load_model(a.model)
+    reader = model.config.reader
+    base = BenchmarkConfig(data=a.data, model=a.model, modes=(reader,), split=a.split, horizon=a.horizon,
+                           max_episodes=a.max_episodes, cuts=a.cuts, seeds=a.seeds).validate()
+    episodes = load_episodes(base, model.config.image_height)
+    t0 = time.perf_counter()
+    tables = {}
+    for m in modes:
+        cfg = BenchmarkConfig(**{**base.__dict__, "fuse": m}).validate()
+        tables[m] = [episode_table(episodes, rollout_mode(model, reader, episodes, cfg, s)) for s in range(a.seeds)]
+        print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
+    E = len(episodes)
+    rng = np.random.default_rng(0)
+    W = rng.multinomial(E, np.full(E, 1.0 / E), size=a.bootstrap).astype(np.float64)
+    ones = np.ones((1, E))
+    point = {m: statistics(tables[m], ones) for m in modes}
+    draws = {m: statistics(tables[m], W) for m in modes}
+    res = {}
+    for m in modes:
+        res[m] = {}
+        for j, c in enumerate(CLASSES):
+            row = {}
+            for k in STATS:
+                row[k] = float(point[m][k][0, j])
+                if m != a.reference:
+                    d = draws[m][k][:, j] - draws[a.reference][k][:, j]
+                    d = d[np.isfinite(d)]
+                    row[f"{k}_minus_{a.reference}"] = {
+                        "mean": float(point[m][k][0, j] - point[a.reference][k][0, j]),
+                        "ci95": [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))] if d.size else None}
+            row["frames_per_seed"] = int(tables[m][0]["n"][:, j].sum())
+            res[m][c] = row
+    print(f"\n{a.split} split, {E} episodes, {a.cuts} cuts, {a.seeds} seed(s); differences to fuse={a.reference} "
+          "with 95 % bootstrap intervals over episodes")
+    for c in CLASSES:
+        print(f"{c} frames ({res[modes[0]][c]['frames_per_seed']} per seed)")
+        for m in modes:
+            r = res[m][c]
+            cells = []
+            for k in STATS:
+                s = f"{k} {r[k]:.3f}"
+                if m != a.reference:
+                    g = r[f"{k}_minus_{a.reference}"]
+                    s += f" ({g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}])"
+                cells.append(s)
+            print(f"  fuse {m:6s} " + "  ".join(cells))
+    write_results(a.out, {"data": a.data, "split": a.split, "cuts": a.cuts, "episodes": E, "seeds": a.seeds,
+                          "horizon": a.horizon, "model": str(resolve_model_path(a.model)), "reference": a.reference,
+                          "seconds": time.perf_counter() - t0, "machine": platform.processor() or platform.machine(),
+                          "modes": res})
+
+
+if __name__ == "__main__":
+    main()

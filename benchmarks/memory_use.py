@@ -1,0 +1,158 @@
+"""Does a trained reader use its memory? Denoising loss with the memory given vs dropped (issue #12).
+
+A stage-2 reader that learned nothing from the map denoises exactly as well without it. For fixed
+validation clips (their memory built from the ground-truth history before each clip, as in
+training, §4) this measures the v-prediction loss of the model's EMA weights twice per noise draw,
+with the **same** timesteps and noise: once with the memory, once with it dropped (the null memory
+of classifier-free guidance). The paired difference ``dropped - given`` is > 0 when the memory
+helps; its 95 % interval is a bootstrap over clips (the unit that varies: which places were seen).
+
+Given a training run (``RUN/checkpoints/step_*``), every checkpoint's EMA weights are measured on the
+same clips and draws: the curve of how the use of memory grows with training (``--plot``).
+
+    python benchmarks/memory_use.py --model runs/s2_xattn [--model src/pewm/assets/models/tiny-voxel-render]
+        --data houses160 [--split val] [--clips 32] [--draws 4] [--every 1]
+        [--out benchmarks/results/memory_use.json] [--plot memory_use.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+from pathlib import Path
+
+from _results import write_results
+
+import numpy as np
+import torch
+
+from pewm.data.clips import ClipConfig, ClipSampler
+from pewm.model import MemoryBuilder, WorldModel
+from pewm.train.data import collate_clips
+
+
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """``(step, EMA weights dir)`` of every checkpoint of a training run, oldest first."""
+    out = []
+    for d in sorted((run / "checkpoints").glob("step_*")):
+        m = re.fullmatch(r"step_(\d+)", d.name)
+        if m and (d / "state.json").exists() and (d / "ema").is_dir():
+            out.append((int(m.group(1)), d / "ema"))
+    return out
+
+
+def fixed_clips(data: str, split: str, frames: int, n: int, seed: int, history: int = 16) -> list:
+    """``n`` clips of one split, drawn as training draws them (revisit-weighted), fixed by ``seed``."""
+    sampler = ClipSampler(data, split, ClipConfig(future_frames=frames, history=history))
+    rng = np.random.default_rng([seed, 12])
+    return [sampler.sample(rng) for _ in range(n)]
+
+
+@torch.no_grad()
+def paired_losses(model: WorldModel, clips: list, draws: int, seed: int, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip v-prediction loss ``(clips,)`` with the memory given and dropped, each the mean over
+    ``draws`` (timestep, noise) pairs shared by the two."""
+    model.eval()
+    builder = MemoryBuilder.for_model(model)
+    diff = model.diffusion
+    given, dropped = [], []
+    for b0 in range(0, len(clips), batch):
+        cb = collate_clips(clips[b0:b0 + batch], model.config, builder)
+        x0, cond = model.condition(cb)
+        B = x0.shape[0]
+        g = torch.Generator().manual_seed(int(seed) * 7919 + b0)
+        lg, ld = torch.zeros(B), torch.zeros(B)
+        null = cond.drop_memory(torch.zeros(B, dtype=torch.bool))
+        for _ in range(draws):
+            t = torch.randint(0, diff.cfg.num_train_timesteps, (B,), generator=g)
+            noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+            x_t = diff.train_scheduler.add_noise(x0, noise, t)
+            v = diff.train_scheduler.get_velocity(x0, noise, t)
+            for c, acc in ((cond, lg), (null, ld)):
+                err = (model.denoiser(x_t, t, c).float() - v.float()).pow(2)
+                acc += err.flatten(1).mean(1) / draws
+        given.append(lg.numpy())
+        dropped.append(ld.numpy())
+    return np.concatenate(given), np.concatenate(dropped)
+
+
+def summarise(given: np.ndarray, dropped: np.ndarray, boot: int = 2000, seed: int = 0) -> dict:
+    d = dropped - given
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), (boot, len(d)))
+    means = d[idx].mean(1)
+    return {"loss_given": float(given.mean()), "loss_dropped": float(dropped.mean()),
+            "gain": float(d.mean()), "gain_ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+            "clips_helped": float((d > 0).mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True,
+                    help="model directory or training run (all its checkpoints); repeatable")
+    ap.add_argument("--reader", default=None, help="load this reader of a model directory (e.g. voxel-xattn)")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--draws", type=int, default=4)
+    ap.add_argument("--every", type=int, default=1, help="measure every N-th checkpoint of a run (and the last)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/memory_use.json")
+    ap.add_argument("--plot", default=None, help="PNG of the gain against training step (runs only)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.clips < 2 or a.draws < 1 or a.every < 1:
+        ap.error("--clips must be >= 2, --draws and --every >= 1")
+    results, clips_cache = {}, {}
+    for spec in a.model:
+        path = Path(spec)
+        if not path.exists():
+            ap.error(f"--model {spec}: no such directory")
+        ckpts = checkpoints(path)
+        if ckpts:
+            last = ckpts[-1]
+            ckpts = ckpts[::a.every] + ([last] if ckpts[::a.every][-1] != last else [])
+            targets = [(s, d) for s, d in ckpts]
+        else:
+            targets = [(None, path / "model" if (path / "model" / "config.json").exists() else path)]
+        rows = []
+        for step, d in targets:
+            model = WorldModel.from_pretrained(d, reader=a.reader)
+            key = model.config.frames
+            if key not in clips_cache:
+                clips_cache[key] = fixed_clips(a.data, a.split, model.config.frames, a.clips, a.seed)
+            g, dr = paired_losses(model, clips_cache[key], a.draws, a.seed)
+            row = {"step": step, "dir": str(d), "reader": model.config.reader, **summarise(g, dr)}
+            rows.append(row)
+            print(f"{spec} step {step}: reader {row['reader']}, loss given {row['loss_given']:.5f} dropped "
+                  f"{row['loss_dropped']:.5f}, gain {row['gain']:+.5f} [{row['gain_ci95'][0]:+.5f}, "
+                  f"{row['gain_ci95'][1]:+.5f}], {100 * row['clips_helped']:.0f} % of clips helped")
+        results[spec] = rows
+    write_results(a.out, {"data": a.data, "split": a.split, "clips": a.clips, "draws": a.draws, "seed": a.seed,
+                          "machine": platform.processor() or platform.machine(), "models": results})
+    if a.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for spec, rows in results.items():
+            rows = [r for r in rows if r["step"] is not None]
+            if rows:
+                s = [r["step"] for r in rows]
+                ax.plot(s, [r["gain"] for r in rows], marker="o", label=Path(spec).name)
+                ax.fill_between(s, [r["gain_ci95"][0] for r in rows], [r["gain_ci95"][1] for r in rows], alpha=0.2)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("loss dropped - loss given")
+        ax.set_title(f"use of memory ({a.split}, {a.clips} clips x {a.draws} draws)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=120)
+        print(f"wrote {a.plot}")
+
+
+if __name__ == "__main__":
+    main()

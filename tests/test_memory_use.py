@@ -1,0 +1,78 @@
+"""``benchmarks/memory_use.py``: the loss with the memory given vs dropped, paired over the same noise."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pewm.model import WorldModel, from_preset
+from pewm.model.testing import torch_threads
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def memory_use():
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location("memory_use", BENCH / "memory_use.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _model(seed=0) -> WorldModel:
+    """A micro model with a random backbone (its zero-initialised output layer too, so the output
+    depends on the input) and the reader as initialised: zero, the memory changes nothing yet."""
+    torch.manual_seed(seed)
+    model = WorldModel(from_preset("micro", reader="voxel-render")).eval()
+    with torch.no_grad():
+        for p in model.backbone_parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_a_reader_that_reads_nothing_gains_nothing_and_one_that_reads_does(memory_use, small_dataset):
+    path, _ = small_dataset
+    with torch_threads(1):
+        model = _model()
+        clips = memory_use.fixed_clips(str(path), None, model.config.frames, 4, seed=0, history=6)
+        g, d = memory_use.paired_losses(model, clips, draws=2, seed=0, batch=3)
+        assert g.shape == d.shape == (4,)
+        np.testing.assert_array_equal(g, d)  # zero-initialised reader: the memory changes nothing
+        s = memory_use.summarise(g, d)
+        assert s["gain"] == 0.0 and s["gain_ci95"] == [0.0, 0.0] and s["clips_helped"] == 0.0
+        with torch.no_grad():  # a reader that reads its render
+            model.reader.render_patch.weight.normal_(0, 0.5)
+        g2, d2 = memory_use.paired_losses(model, clips, draws=2, seed=0, batch=3)
+        np.testing.assert_allclose(d2, d, rtol=1e-5)  # the dropped memory is the same null input
+        assert np.abs(g2 - d2).max() > 1e-4
+        again = memory_use.paired_losses(model, clips, draws=2, seed=0, batch=3)
+        np.testing.assert_array_equal(again[0], g2)  # the same draws: reproducible
+
+
+def test_main_measures_every_checkpoint_of_a_run_and_a_model_dir(memory_use, small_dataset, tmp_path, monkeypatch):
+    path, _ = small_dataset
+    model = _model()
+    run = tmp_path / "run"
+    for step in (2, 4):
+        ck = run / "checkpoints" / f"step_{step:08d}"
+        model.save_pretrained(ck / "ema")
+        (ck / "state.json").write_text("{}")
+    (run / "checkpoints" / "step_00000006").mkdir()  # unfinished (no state.json): skipped
+    single = model.save_pretrained(tmp_path / "single")
+    out = tmp_path / "mu.json"
+    monkeypatch.setattr(sys, "argv", ["memory_use.py", "--model", str(run), "--model", str(single), "--data", str(path),
+                                      "--split", "val", "--clips", "3", "--draws", "1", "--threads", "1",
+                                      "--out", str(out)])
+    memory_use.main()
+    r = json.loads(out.read_text())
+    assert [row["step"] for row in r["models"][str(run)]] == [2, 4]
+    assert [row["step"] for row in r["models"][str(single)]] == [None]
+    assert all(row["reader"] == "voxel-render" and row["gain"] == 0.0 for rows in r["models"].values() for row in rows)
