@@ -8,8 +8,11 @@ reports, per class of frame (novel / revisit), PSNR (mean of frames), PSNR of th
 AbsRel and delta1, each mean over seeds; and for every mode the difference to ``--reference`` with a
 95 % bootstrap interval over episodes (paired: both modes on the same resampled episodes).
 
+A mode may name a fusion delay, ``MODE:D`` (``MemoryBuildConfig.imagined_fuse_delay``: generated
+frames are fused only after D later ones; e.g. ``novel:16``).
+
     python benchmarks/fuse_compare.py --data houses160 --split val --cuts explore [--seeds 1]
-        [--fuse novel,none,all] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
+        [--fuse novel,none,all,novel:16] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
         [--out benchmarks/results/fuse_compare.json]
 """
 
@@ -83,20 +86,25 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/fuse_compare.json")
     a = ap.parse_args()
     modes = [m.strip() for m in a.fuse.split(",") if m.strip()]
-    bad = [m for m in modes if m not in FUSE_MODES]
+    bad = [m for m in modes if m.split(":")[0] not in FUSE_MODES
+           or (":" in m and not (m.split(":", 1)[1].isdigit()))]
     if bad or a.reference not in modes:
-        ap.error(f"--fuse: unknown mode(s) {bad} (choose from {FUSE_MODES}); --reference must be one of them")
+        ap.error(f"--fuse: unknown mode(s) {bad} (choose from {FUSE_MODES}, optionally MODE:DELAY); "
+                 "--reference must be one of them")
     if a.threads:
         torch.set_num_threads(a.threads)
     model = load_model(a.model)
     reader = model.config.reader
+    build = dict(getattr(model, "memory_build", None) or {})
     base = BenchmarkConfig(data=a.data, model=a.model, modes=(reader,), split=a.split, horizon=a.horizon,
                            max_episodes=a.max_episodes, cuts=a.cuts, seeds=a.seeds).validate()
     episodes = load_episodes(base, model.config.image_height)
     t0 = time.perf_counter()
     tables = {}
     for m in modes:
-        cfg = BenchmarkConfig(**{**base.__dict__, "fuse": m}).validate()
+        fuse, _, delay = m.partition(":")
+        cfg = BenchmarkConfig(**{**base.__dict__, "fuse": fuse}).validate()
+        model.memory_build = {**build, "imagined_fuse_delay": int(delay or build.get("imagined_fuse_delay", 0))}
         tables[m] = [episode_table(episodes, rollout_mode(model, reader, episodes, cfg, s)) for s in range(a.seeds)]
         print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
     E = len(episodes)
@@ -111,12 +119,14 @@ def main() -> None:
         for j, c in enumerate(CLASSES):
             row = {}
             for k in STATS:
-                row[k] = float(point[m][k][0, j])
+                v = float(point[m][k][0, j])
+                row[k] = v if np.isfinite(v) else None
                 if m != a.reference:
                     d = draws[m][k][:, j] - draws[a.reference][k][:, j]
                     d = d[np.isfinite(d)]
+                    diff = float(point[m][k][0, j] - point[a.reference][k][0, j])
                     row[f"{k}_minus_{a.reference}"] = {
-                        "mean": float(point[m][k][0, j] - point[a.reference][k][0, j]),
+                        "mean": diff if np.isfinite(diff) else None,
                         "ci95": [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))] if d.size else None}
             row["frames_per_seed"] = int(tables[m][0]["n"][:, j].sum())
             res[m][c] = row
@@ -124,13 +134,15 @@ def main() -> None:
           "with 95 % bootstrap intervals over episodes")
     for c in CLASSES:
         print(f"{c} frames ({res[modes[0]][c]['frames_per_seed']} per seed)")
+        if res[modes[0]][c]["frames_per_seed"] == 0:
+            continue
         for m in modes:
             r = res[m][c]
             cells = []
             for k in STATS:
                 s = f"{k} {r[k]:.3f}"
-                if m != a.reference:
-                    g = r[f"{k}_minus_{a.reference}"]
+                g = r.get(f"{k}_minus_{a.reference}")
+                if g is not None and g["ci95"] is not None:
                     s += f" ({g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}])"
                 cells.append(s)
             print(f"  fuse {m:6s} " + "  ".join(cells))

@@ -109,6 +109,8 @@ class RolloutMemory:
         self.store = builder.new_store()
         self._K_model: torch.Tensor | None = None  # intrinsics of the last added frames at the model's size
         self.frames_added = 0
+        # generated frames waiting to be fused (MemoryBuildConfig.imagined_fuse_delay), oldest first
+        self._pending: list[tuple] = []
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -136,6 +138,11 @@ class RolloutMemory:
     def __len__(self) -> int:
         return 0 if self.store is None else len(self.store)
 
+    @property
+    def pending(self) -> int:
+        """Generated frames added but not fused yet (``MemoryBuildConfig.imagined_fuse_delay``)."""
+        return len(self._pending)
+
     def __repr__(self) -> str:
         return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
 
@@ -157,8 +164,23 @@ class RolloutMemory:
         Needs a map with a surface map; otherwise everything is fused.
 
         ``imagined`` (generated frames): with ``MemoryBuildConfig.imagined_edge_tol`` set, pixels on a
-        depth discontinuity (:func:`depth_edges`) are not fused.
+        depth discontinuity (:func:`depth_edges`) are not fused; with ``imagined_fuse_delay`` D > 0 they
+        wait: a generated frame is fused (as asked, in order) once D later generated frames were added,
+        so the next chunk is not conditioned on the renders of the chunk just imagined (it continues
+        from that chunk's last frame), while places imagined earlier are remembered.
         """
+        delay = self.builder.cfg.imagined_fuse_delay
+        if imagined and delay:
+            rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
+            self._pending += [(rgb_a[i:i + 1], depth_a[i:i + 1], poses_a[i:i + 1], K64, novel_only)
+                              for i in range(rgb_a.shape[0])]
+            while len(self._pending) > delay:
+                r, d, p, k, nov = self._pending.pop(0)
+                self._fuse(r, d, p, k, nov, imagined=True)
+            return
+        self._fuse(rgb, depth, poses, K, novel_only, imagined)
+
+    def _fuse(self, rgb, depth, poses, K, novel_only: bool, imagined: bool) -> None:
         tol = self.builder.cfg.imagined_edge_tol
         if imagined and tol is not None and self.pmap is not None:
             rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
@@ -174,7 +196,7 @@ class RolloutMemory:
                     covered = pmap.render(Kt, poses_a[i:i + 1].float(), h, w).mask.cpu()
                     covered = close_holes(covered.reshape(d.shape), self.NOVEL_HOLE_PX)
                     d[covered] = 0.0  # invalid depth is not fused
-                self.add(rgb_a[i:i + 1], d, poses_a[i:i + 1], K64)
+                self._fuse(rgb_a[i:i + 1], d, poses_a[i:i + 1], K64, False, False)
             return
         rgb, depth_t, poses_t, K64 = _as_frames(rgb, depth, poses, K)
         N, h, w = rgb.shape[:3]
