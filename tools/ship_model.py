@@ -4,8 +4,8 @@ memory readers of other stage-2 runs trained on the same stage-1 backbone beside
     python tools/ship_model.py runs/s2_voxel-render --readers runs/s2_frames runs/s2_voxel-xattn \
         --anchor both --render-supersample 2
 
-``--anchor`` / ``--render-supersample`` set the shipped model's default sampling and memory-render
-settings (choose them on the validation split, e.g. with ``pewm eval --split val --anchor ...``).
+``--anchor`` / ``--render-supersample`` / ``--memory-option KEY=VALUE`` set the shipped model's
+default sampling and memory settings (choose them on the validation split, e.g. with ``pewm eval --split val --anchor ...``).
 
 Checks that every extra reader's backbone is bit-identical to the main model's (stage 2 freezes
 it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each trained model exactly
@@ -15,6 +15,7 @@ it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each traine
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -31,22 +32,47 @@ def main() -> None:
     ap.add_argument("model", help="stage-2 run (or model directory) to ship as the default")
     ap.add_argument("--readers", nargs="*", default=[], help="stage-2 runs of other readers on the same backbone")
     ap.add_argument("--name", default=DEFAULT_MODEL)
+    ap.add_argument("--keep-readers", action="store_true",
+                    help="keep the readers shipped beside MODEL (a model directory with readers/), except those "
+                         "replaced by --readers: re-ship the shipped model with new settings")
     ap.add_argument("--anchor", choices=ANCHORS, default=None, help="default map-anchored sampling (voxel-render)")
     ap.add_argument("--render-supersample", type=int, default=None, help="default memory-render supersampling")
+    ap.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a MemoryBuildConfig field of the shipped memory.json (JSON value), e.g. "
+                         "imagined_fuse_delay=8; repeatable")
     args = ap.parse_args()
     main_dir = resolve_model_path(args.model)
     model = WorldModel.from_pretrained(main_dir)
     if args.anchor is not None:
         model.config.diffusion.anchor = args.anchor
         model.config.diffusion.validate()
+    options = {}
+    for kv in args.memory_option:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--memory-option {kv!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--memory-option {kv!r}: the value must be JSON (e.g. 8, 0.1, true, null)") from None
     if args.render_supersample is not None:
-        build = MemoryBuildConfig.from_dict({**(model.memory_build or {}), "render_supersample": args.render_supersample})
+        options["render_supersample"] = args.render_supersample
+    if options:
+        try:
+            build = MemoryBuildConfig.from_dict({**(model.memory_build or {}), **options})
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"--memory-option: {e}") from None
         model.memory_build = build.to_dict()
     out = MODELS_DIR / args.name
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, dtype=torch.float16)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.reader.")}
+    if args.keep_readers and (main_dir / "readers").is_dir():
+        (tmp / "readers").mkdir(exist_ok=True)
+        for f in sorted((main_dir / "readers").iterdir()):
+            shutil.copy2(f, tmp / "readers" / f.name)
+            print(f"kept {f.name}")
     for run in args.readers:
         other = WorldModel.from_pretrained(resolve_model_path(run))
         theirs = other.state_dict()
