@@ -1,8 +1,5 @@
 """``benchmarks/fuse_compare.py``: per-episode sums and the statistics built from them."""
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,19 +7,10 @@ import pytest
 
 from pewm.eval.metrics import depth_absrel, mse, psnr
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def fc():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("fuse_compare", BENCH / "fuse_compare.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(BENCH))
+def fc(load_benchmark):
+    return load_benchmark("fuse_compare")
 
 
 def _episode(seed, cut=3, n=4, revisit=(True, False, True, False)):

@@ -1,9 +1,7 @@
 """``benchmarks/memory_use.py``: the loss with the memory given vs dropped, paired over the same noise."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,19 +10,10 @@ import torch
 from pewm.model import WorldModel, from_preset
 from pewm.model.testing import torch_threads
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def memory_use():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("memory_use", BENCH / "memory_use.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(str(BENCH))
+def memory_use(load_benchmark):
+    return load_benchmark("memory_use")
 
 
 def _model(seed=0) -> WorldModel:
