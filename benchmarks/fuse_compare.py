@@ -8,11 +8,11 @@ reports, per class of frame (novel / revisit), PSNR (mean of frames), PSNR of th
 AbsRel and delta1, each mean over seeds; and for every mode the difference to ``--reference`` with a
 95 % bootstrap interval over episodes (paired: both modes on the same resampled episodes).
 
-A mode may name a fusion delay, ``MODE:D`` (``MemoryBuildConfig.imagined_fuse_delay``: generated
-frames are fused only after D later ones; e.g. ``novel:16``).
+A mode may name a fusion delay, ``MODE:D`` (``MemoryBuildConfig.imagined_fuse_delay_chunks``: a
+generated chunk is fused only after D later chunks; e.g. ``novel:2``).
 
     python benchmarks/fuse_compare.py --data houses160 --split val --cuts explore [--seeds 1]
-        [--fuse novel,none,all,novel:16] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
+        [--fuse novel,none,all,novel:2] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
         [--out benchmarks/results/fuse_compare.json]
 """
 
@@ -104,7 +104,7 @@ def main() -> None:
     for m in modes:
         fuse, _, delay = m.partition(":")
         cfg = BenchmarkConfig(**{**base.__dict__, "fuse": fuse}).validate()
-        model.memory_build = {**build, "imagined_fuse_delay": int(delay or build.get("imagined_fuse_delay", 0))}
+        model.memory_build = {**build, "imagined_fuse_delay_chunks": int(delay or build.get("imagined_fuse_delay_chunks", 0))}
         tables[m] = [episode_table(episodes, rollout_mode(model, reader, episodes, cfg, s)) for s in range(a.seeds)]
         print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
     E = len(episodes)

@@ -559,28 +559,32 @@ def test_fuse_modes_decide_what_the_rollout_remembers(fuse):
         fuse_flags("some")
 
 
-def test_imagined_fuse_delay_fuses_generated_frames_in_order_after_d_later_ones():
-    """With ``imagined_fuse_delay`` D, the memory after a generated frame equals the memory made at
-    once from the frames D behind it; observed frames are fused at once; copies keep their queue."""
+def test_imagined_fuse_delay_fuses_each_generated_chunk_after_d_later_chunks():
+    """With ``imagined_fuse_delay_chunks`` D, a generated chunk (one ``add`` call) is fused once D later
+    chunks were added, as it would have been at once; observed frames are fused at once; copies keep
+    their own queue."""
     from pewm.model.memory_build import MemoryBuildConfig
 
     cfg = _model("voxel-render").config
     rgb, depth, _, K = _history(M=6, h=16, w=16)
     pose = poses_from_actions(camera_pose_from_agent(0.5, 0.0, 0.0, 1.2), [1, 1, 1, 1, 1])  # turning: new views
-    delayed = RolloutMemory(MemoryBuilder(cfg, MemoryBuildConfig(imagined_fuse_delay=2)))
+    delayed = RolloutMemory(MemoryBuilder(cfg, MemoryBuildConfig(imagined_fuse_delay_chunks=2)))
     direct = RolloutMemory(MemoryBuilder(cfg))
-    delayed.add(rgb[:1], depth[:1], pose[:1], K)  # observed: at once
-    direct.add(rgb[:1], depth[:1], pose[:1], K)
-    assert delayed.frames_added == 1 and delayed.pending == 0
-    delayed.add(rgb[1:4], depth[1:4], pose[1:4], K, novel_only=True, imagined=True)  # 3 generated: 1 fused
-    assert delayed.pending == 2 and delayed.frames_added == 2
-    direct.add(rgb[1:2], depth[1:2], pose[1:2], K, novel_only=True, imagined=True)
-    assert torch.equal(delayed.pmap.surface.render(K, torch.as_tensor(pose[3]).float(), 16, 16).image,
-                       direct.pmap.surface.render(K, torch.as_tensor(pose[3]).float(), 16, 16).image)
+    for m in (delayed, direct):
+        m.add(rgb[:1], depth[:1], pose[:1], K)  # observed: at once
+    chunks = [slice(1, 3), slice(3, 4), slice(4, 5), slice(5, 6)]
+    delayed.add(rgb[chunks[0]], depth[chunks[0]], pose[chunks[0]], K, novel_only=True, imagined=True)
+    delayed.add(rgb[chunks[1]], depth[chunks[1]], pose[chunks[1]], K, novel_only=True, imagined=True)
+    assert delayed.pending == 3 and delayed.frames_added == 1 and len(delayed) == len(direct)
+    delayed.add(rgb[chunks[2]], depth[chunks[2]], pose[chunks[2]], K, novel_only=True, imagined=True)
+    direct.add(rgb[chunks[0]], depth[chunks[0]], pose[chunks[0]], K, novel_only=True, imagined=True)
+    assert delayed.pending == 2 and delayed.frames_added == 3
+    view = torch.as_tensor(pose[5]).float()
+    assert torch.equal(delayed.pmap.surface.render(K, view, 16, 16).image, direct.pmap.surface.render(K, view, 16, 16).image)
     kept = delayed.copy()
-    delayed.add(rgb[4:6], depth[4:6], pose[4:6], K, novel_only=True, imagined=True)
-    direct.add(rgb[2:4], depth[2:4], pose[2:4], K, novel_only=True, imagined=True)
+    delayed.add(rgb[chunks[3]], depth[chunks[3]], pose[chunks[3]], K, novel_only=True, imagined=True)
+    direct.add(rgb[chunks[1]], depth[chunks[1]], pose[chunks[1]], K, novel_only=True, imagined=True)
     assert delayed.pending == 2 and delayed.frames_added == 4 and len(delayed) == len(direct)
-    assert kept.pending == 2 and kept.frames_added == 2, "a copy keeps its own queue"
-    with pytest.raises(ValueError, match="imagined_fuse_delay"):
-        MemoryBuildConfig(imagined_fuse_delay=-1)
+    assert kept.pending == 2 and kept.frames_added == 3, "a copy keeps its own queue"
+    with pytest.raises(ValueError, match="imagined_fuse_delay_chunks"):
+        MemoryBuildConfig(imagined_fuse_delay_chunks=-1)

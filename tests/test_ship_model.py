@@ -36,19 +36,19 @@ def test_reship_with_a_memory_option_keeps_weights_and_readers(ship, tmp_path):
     other.load_state_dict({**other.state_dict(), **{k: v for k, v in main.state_dict().items()
                                                      if not k.startswith("denoiser.reader.")}})
     other.save_reader(src)
-    ship(src, "--name", "first", "--keep-readers", "--memory-option", "imagined_fuse_delay=8",
+    ship(src, "--name", "first", "--keep-readers", "--memory-option", "imagined_fuse_delay_chunks=1",
          "--memory-option", "imagined_edge_tol=0.1")
     out = tmp_path / "models" / "first"
     build = json.loads((out / "memory.json").read_text())
-    assert build["imagined_fuse_delay"] == 8 and build["imagined_edge_tol"] == 0.1
+    assert build["imagined_fuse_delay_chunks"] == 1 and build["imagined_edge_tol"] == 0.1
     assert (out / "readers" / "frames.safetensors").is_file()
     shipped = WorldModel.from_pretrained(out)
     for k, v in main.state_dict().items():
         torch.testing.assert_close(shipped.state_dict()[k], v.half().float())
     fr = WorldModel.from_pretrained(out, reader="frames")
     assert fr.config.reader == "frames"
-    with pytest.raises(SystemExit, match="imagined_fuse_delay"):
-        ship(src, "--name", "bad", "--memory-option", "imagined_fuse_delay=-1")
+    with pytest.raises(SystemExit, match="imagined_fuse_delay_chunks"):
+        ship(src, "--name", "bad", "--memory-option", "imagined_fuse_delay_chunks=-1")
     with pytest.raises(SystemExit, match="KEY=VALUE"):
-        ship(src, "--name", "bad", "--memory-option", "imagined_fuse_delay")
+        ship(src, "--name", "bad", "--memory-option", "imagined_fuse_delay_chunks")
     assert not (tmp_path / "models" / "bad").exists()

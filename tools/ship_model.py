@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--render-supersample", type=int, default=None, help="default memory-render supersampling")
     ap.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
                     help="set a MemoryBuildConfig field of the shipped memory.json (JSON value), e.g. "
-                         "imagined_fuse_delay=8; repeatable")
+                         "imagined_fuse_delay_chunks=1; repeatable")
     args = ap.parse_args()
     main_dir = resolve_model_path(args.model)
     model = WorldModel.from_pretrained(main_dir)

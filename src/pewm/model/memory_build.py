@@ -36,8 +36,8 @@ class MemoryBuildConfig:
     ``imagined_edge_tol``: a *generated* frame's pixel is not fused where its depth differs from one
     of its 8 neighbours by more than this fraction (the blurred depth edges of imagined frames
     otherwise fuse as streaks of points between a foreground and its background; None: fuse all);
-    ``imagined_fuse_delay``: generated frames are fused into a rollout's memory only after this many
-    later generated frames (0: at once; :meth:`pewm.rollout.RolloutMemory.add`).
+    ``imagined_fuse_delay_chunks``: a generated chunk is fused into a rollout's memory only after this
+    many later chunks were generated (0: at once; :meth:`pewm.rollout.RolloutMemory.add`).
     """
 
     extractor: str = "auto"
@@ -48,7 +48,7 @@ class MemoryBuildConfig:
     frames_depth_test: bool = False
     render_supersample: int = 1
     imagined_edge_tol: float | None = None
-    imagined_fuse_delay: int = 0
+    imagined_fuse_delay_chunks: int = 0
 
     def __post_init__(self) -> None:
         if self.imagined_edge_tol is not None and not (
@@ -56,10 +56,9 @@ class MemoryBuildConfig:
             and self.imagined_edge_tol > 0
         ):
             raise ValueError(f"MemoryBuildConfig.imagined_edge_tol must be a number > 0 or None, got {self.imagined_edge_tol!r}")
-        if not isinstance(self.imagined_fuse_delay, int) or isinstance(self.imagined_fuse_delay, bool) or (
-            self.imagined_fuse_delay < 0
-        ):
-            raise ValueError(f"MemoryBuildConfig.imagined_fuse_delay must be an integer >= 0, got {self.imagined_fuse_delay!r}")
+        delay = self.imagined_fuse_delay_chunks
+        if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
+            raise ValueError(f"MemoryBuildConfig.imagined_fuse_delay_chunks must be an integer >= 0, got {delay!r}")
         if not isinstance(self.render_supersample, int) or isinstance(self.render_supersample, bool) or (
             self.render_supersample < 1
         ):

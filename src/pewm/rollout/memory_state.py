@@ -109,7 +109,7 @@ class RolloutMemory:
         self.store = builder.new_store()
         self._K_model: torch.Tensor | None = None  # intrinsics of the last added frames at the model's size
         self.frames_added = 0
-        # generated frames waiting to be fused (MemoryBuildConfig.imagined_fuse_delay), oldest first
+        # generated chunks waiting to be fused (MemoryBuildConfig.imagined_fuse_delay_chunks), oldest first
         self._pending: list[tuple] = []
 
     # -- construction ----------------------------------------------------------------------------
@@ -140,8 +140,8 @@ class RolloutMemory:
 
     @property
     def pending(self) -> int:
-        """Generated frames added but not fused yet (``MemoryBuildConfig.imagined_fuse_delay``)."""
-        return len(self._pending)
+        """Generated frames added but not fused yet (``MemoryBuildConfig.imagined_fuse_delay_chunks``)."""
+        return sum(c[0].shape[0] for c in self._pending)
 
     def __repr__(self) -> str:
         return f"RolloutMemory(reader={self.reader!r}, size={len(self)}, frames_added={self.frames_added})"
@@ -164,16 +164,14 @@ class RolloutMemory:
         Needs a map with a surface map; otherwise everything is fused.
 
         ``imagined`` (generated frames): with ``MemoryBuildConfig.imagined_edge_tol`` set, pixels on a
-        depth discontinuity (:func:`depth_edges`) are not fused; with ``imagined_fuse_delay`` D > 0 they
-        wait: a generated frame is fused (as asked, in order) once D later generated frames were added,
-        so the next chunk is not conditioned on the renders of the chunk just imagined (it continues
-        from that chunk's last frame), while places imagined earlier are remembered.
+        depth discontinuity (:func:`depth_edges`) are not fused; with ``imagined_fuse_delay_chunks`` D > 0
+        they wait: the frames of one call (a generated chunk) are fused, as asked and in order, once D
+        later chunks were added, so the next chunk is not conditioned on the renders of the chunk just
+        imagined (it continues from that chunk's last frame), while places imagined earlier are remembered.
         """
-        delay = self.builder.cfg.imagined_fuse_delay
+        delay = self.builder.cfg.imagined_fuse_delay_chunks
         if imagined and delay:
-            rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
-            self._pending += [(rgb_a[i:i + 1], depth_a[i:i + 1], poses_a[i:i + 1], K64, novel_only)
-                              for i in range(rgb_a.shape[0])]
+            self._pending.append((*_as_frames(rgb, depth, poses, K), novel_only))
             while len(self._pending) > delay:
                 r, d, p, k, nov = self._pending.pop(0)
                 self._fuse(r, d, p, k, nov, imagined=True)
