@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from pewm.assets import load_model, resolve_model_path
-from pewm.eval.benchmark import BenchmarkConfig, load_episodes, rollout_mode
-from pewm.eval.metrics import frame_metrics, mse
+from pewm.eval.benchmark import BenchmarkConfig, load_episodes, rollout_mode, score
+from pewm.eval.metrics import ColorLayoutFeatures
 from pewm.rollout import FUSE_MODES
 
 CLASSES = ("novel", "revisit")
@@ -37,24 +37,22 @@ STATS = ("psnr", "psnr_mse", "absrel", "delta1")
 
 
 def episode_table(episodes, generated) -> dict[str, np.ndarray]:
-    """Per-episode, per-class sums ``{key: (episodes, 2)}`` (classes in :data:`CLASSES` order):
-    frame counts ``n``, the sums of per-frame PSNR, MSE, AbsRel, delta1 (NaN-free frames only for depth)."""
+    """Per-episode, per-class sums ``{key: (episodes, 2)}`` (classes in :data:`CLASSES` order) of
+    ``pewm eval``'s per-frame metrics (:func:`pewm.eval.benchmark.score`): frame counts ``n``, the sums
+    of per-frame PSNR and MSE, and of AbsRel and delta1 over the ``n_depth`` frames that have them."""
+    per, _ = score(episodes, generated, ColorLayoutFeatures())
     E = len(episodes)
-    out = {k: np.zeros((E, 2)) for k in ("n", "psnr", "mse", "absrel", "delta1", "n_depth")}
-    for i, (e, g) in enumerate(zip(episodes, generated)):
-        c, n = e.cut, len(g["rgb"])
-        gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
-        m = frame_metrics(g["rgb"], gt_rgb, g["depth"], gt_depth)
-        err = mse(g["rgb"], gt_rgb)
-        rev = np.asarray(e.revisit[:n], bool)
-        for j, sel in enumerate((~rev, rev)):
-            out["n"][i, j] = sel.sum()
-            out["psnr"][i, j] = m["psnr"][sel].sum()
-            out["mse"][i, j] = err[sel].sum()
-            ok = sel & np.isfinite(m["absrel"]) & np.isfinite(m["delta1"])
-            out["n_depth"][i, j] = ok.sum()
-            out["absrel"][i, j] = m["absrel"][ok].sum()
-            out["delta1"][i, j] = m["delta1"][ok].sum()
+    episode = np.concatenate([np.full(len(g["rgb"]), i) for i, g in enumerate(generated)])
+    revisit = np.concatenate([np.asarray(e.revisit[:len(g["rgb"])], bool) for e, g in zip(episodes, generated)])
+    ok = np.isfinite(per["absrel"]) & np.isfinite(per["delta1"])
+    one = np.ones(len(episode))
+    values = {"n": (one, False), "psnr": (per["psnr"], False), "mse": (per["mse"], False),
+              "n_depth": (one, True), "absrel": (per["absrel"], True), "delta1": (per["delta1"], True)}
+    out = {k: np.zeros((E, 2)) for k in values}
+    for j, sel in enumerate((~revisit, revisit)):
+        for k, (v, needs_depth) in values.items():
+            m = sel & ok if needs_depth else sel
+            out[k][:, j] = np.bincount(episode[m], weights=v[m], minlength=E)
     return out
 
 
@@ -104,7 +102,8 @@ def main() -> None:
     for m in modes:
         fuse, _, delay = m.partition(":")
         cfg = BenchmarkConfig(**{**base.__dict__, "fuse": fuse}).validate()
-        model.memory_build = {**build, "imagined_fuse_delay_chunks": int(delay or build.get("imagined_fuse_delay_chunks", 0))}
+        chunks = int(delay or build.get("imagined_fuse_delay_chunks", 0))
+        model.memory_build = {**build, "imagined_fuse_delay_chunks": chunks}
         tables[m] = [episode_table(episodes, rollout_mode(model, reader, episodes, cfg, s)) for s in range(a.seeds)]
         print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
     E = len(episodes)

@@ -52,26 +52,20 @@ def fixed_clips(data: str, split: str, frames: int, n: int, seed: int, history: 
 @torch.no_grad()
 def paired_losses(model: WorldModel, clips: list, draws: int, seed: int, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Per-clip v-prediction loss ``(clips,)`` with the memory given and dropped, each the mean over
-    ``draws`` (timestep, noise) pairs shared by the two."""
+    ``draws`` (timestep, noise) pairs shared by the two (the generator is rewound between them)."""
     model.eval()
     builder = MemoryBuilder.for_model(model)
-    diff = model.diffusion
     given, dropped = [], []
     for b0 in range(0, len(clips), batch):
-        cb = collate_clips(clips[b0:b0 + batch], model.config, builder)
-        x0, cond = model.condition(cb)
-        B = x0.shape[0]
+        x0, cond = model.condition(collate_clips(clips[b0:b0 + batch], model.config, builder))
+        null = cond.drop_memory(torch.zeros(x0.shape[0], dtype=torch.bool))
         g = torch.Generator().manual_seed(int(seed) * 7919 + b0)
-        lg, ld = torch.zeros(B), torch.zeros(B)
-        null = cond.drop_memory(torch.zeros(B, dtype=torch.bool))
+        lg, ld = 0.0, 0.0
         for _ in range(draws):
-            t = torch.randint(0, diff.cfg.num_train_timesteps, (B,), generator=g)
-            noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
-            x_t = diff.train_scheduler.add_noise(x0, noise, t)
-            v = diff.train_scheduler.get_velocity(x0, noise, t)
-            for c, acc in ((cond, lg), (null, ld)):
-                err = (model.denoiser(x_t, t, c).float() - v.float()).pow(2)
-                acc += err.flatten(1).mean(1) / draws
+            state = g.get_state()
+            lg = lg + model.diffusion.loss(model.denoiser, x0, cond, generator=g, per_sample=True)["per_sample"] / draws
+            g.set_state(state)
+            ld = ld + model.diffusion.loss(model.denoiser, x0, null, generator=g, per_sample=True)["per_sample"] / draws
         given.append(lg.numpy())
         dropped.append(ld.numpy())
     return np.concatenate(given), np.concatenate(dropped)

@@ -17,7 +17,8 @@ def _episode(seed, cut=3, n=4, revisit=(True, False, True, False)):
     rng = np.random.default_rng(seed)
     T = cut + 1 + n
     return SimpleNamespace(cut=cut, frames_rgb=rng.integers(0, 256, (T, 12, 12, 3), dtype=np.uint8),
-                           frames_depth=(1 + rng.random((T, 12, 12))).astype(np.float32), revisit=np.array(revisit))
+                           frames_depth=(1 + rng.random((T, 12, 12))).astype(np.float32), revisit=np.array(revisit),
+                           poses=np.stack([np.eye(4)] * T))
 
 
 def _generated(e, seed):

@@ -33,11 +33,13 @@ class VDiffusion:
         cond,
         memory_dropout: float = 0.0,
         generator: torch.Generator | None = None,
+        per_sample: bool = False,
     ) -> dict[str, torch.Tensor]:
         """v-prediction MSE for clean future frames ``x0`` ``(B, H, C, h, w)`` (diffusion space).
 
-        Returns ``loss`` (all channels) and, detached and only in pixel space (``C == 4``),
-        ``loss_rgb`` and ``loss_depth`` (latent channels do not separate RGB from depth).
+        Returns ``loss`` (all channels); with ``per_sample`` also ``per_sample`` (detached, ``(B,)``:
+        each clip's mean); detached and only in pixel space (``C == 4``), ``loss_rgb`` and
+        ``loss_depth`` (latent channels do not separate RGB from depth).
         """
         B, dev = x0.shape[0], x0.device
         sched = self.train_scheduler
@@ -52,6 +54,8 @@ class VDiffusion:
         pred = denoiser(x_t, t, cond)
         err = (pred.float() - v.float()).pow(2)
         out = {"loss": err.mean()}
+        if per_sample:
+            out["per_sample"] = err.detach().flatten(1).mean(1)
         if not denoiser.cfg.latent:
             out["loss_rgb"] = err[:, :, :3].mean().detach()
             out["loss_depth"] = err[:, :, 3].mean().detach()
