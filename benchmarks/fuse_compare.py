@@ -9,7 +9,9 @@ AbsRel and delta1, each mean over seeds; and for every mode the difference to ``
 95 % bootstrap interval over episodes (paired: both modes on the same resampled episodes).
 
 A mode may name a fusion delay, ``MODE:D`` (``MemoryBuildConfig.imagined_fuse_delay_chunks``: a
-generated chunk is fused only after D later chunks; e.g. ``novel:2``).
+generated chunk is fused only after D later chunks; e.g. ``novel:2``), and another model,
+``MODEL_DIR@MODE[:D]`` (e.g. two trainings of the same reader, compared on the same episodes and
+noise: ``--fuse novel,runs/b/model@novel``); without one it is ``--model``'s.
 
     python benchmarks/fuse_compare.py --data houses160 --split val --cuts explore [--seeds 1]
         [--fuse novel,none,all,novel:2] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
@@ -56,6 +58,17 @@ def episode_table(episodes, generated) -> dict[str, np.ndarray]:
     return out
 
 
+def parse_variant(spec: str, default_model: str | None) -> tuple[str | None, str, int | None]:
+    """``[MODEL_DIR@]MODE[:DELAY]`` -> ``(model directory or default_model, fuse mode, delay or None)``;
+    a ValueError names a bad spec."""
+    where, _, rest = spec.rpartition("@")
+    fuse, colon, delay = rest.partition(":")
+    if fuse not in FUSE_MODES or (colon and not delay.isdigit()):
+        raise ValueError(f"--fuse {spec!r}: expected [MODEL_DIR@]MODE[:DELAY] with MODE one of {FUSE_MODES} and "
+                         "DELAY a number of chunks")
+    return where or default_model, fuse, int(delay) if colon else None
+
+
 def statistics(tables: list[dict], weights: np.ndarray) -> dict[str, np.ndarray]:
     """``{stat: (draws, 2)}``: each statistic over the episodes weighted by ``weights`` ``(draws, E)``
     (a bootstrap resample's multiplicities; a row of ones is the point value), mean over seeds."""
@@ -84,27 +97,35 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/fuse_compare.json")
     a = ap.parse_args()
     modes = [m.strip() for m in a.fuse.split(",") if m.strip()]
-    bad = [m for m in modes if m.split(":")[0] not in FUSE_MODES
-           or (":" in m and not (m.split(":", 1)[1].isdigit()))]
-    if bad or a.reference not in modes:
-        ap.error(f"--fuse: unknown mode(s) {bad} (choose from {FUSE_MODES}, optionally MODE:DELAY); "
-                 "--reference must be one of them")
+    try:
+        variants = {m: parse_variant(m, a.model) for m in modes}
+    except ValueError as e:
+        ap.error(str(e))
+    if a.reference not in modes:
+        ap.error(f"--reference {a.reference!r} must be one of --fuse {modes}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = load_model(a.model)
+    models, builds = {}, {}  # per model directory: the model and its saved memory settings
+    for where, _, _ in variants.values():
+        if where not in models:
+            models[where] = load_model(where)
+            builds[where] = dict(getattr(models[where], "memory_build", None) or {})
+    model = models[a.model] if a.model in models else load_model(a.model)
     reader = model.config.reader
-    build = dict(getattr(model, "memory_build", None) or {})
     base = BenchmarkConfig(data=a.data, model=a.model, modes=(reader,), split=a.split, horizon=a.horizon,
                            max_episodes=a.max_episodes, cuts=a.cuts, seeds=a.seeds).validate()
     episodes = load_episodes(base, model.config.image_height)
     t0 = time.perf_counter()
     tables = {}
     for m in modes:
-        fuse, _, delay = m.partition(":")
+        where, fuse, delay = variants[m]
+        variant = models[where]
+        if variant.config.reader != reader:
+            ap.error(f"--fuse {m}: that model's reader is {variant.config.reader!r}, not {reader!r}")
         cfg = BenchmarkConfig(**{**base.__dict__, "fuse": fuse}).validate()
-        chunks = int(delay or build.get("imagined_fuse_delay_chunks", 0))
-        model.memory_build = {**build, "imagined_fuse_delay_chunks": chunks}
-        tables[m] = [episode_table(episodes, rollout_mode(model, reader, episodes, cfg, s)) for s in range(a.seeds)]
+        chunks = builds[where].get("imagined_fuse_delay_chunks", 0) if delay is None else delay
+        variant.memory_build = {**builds[where], "imagined_fuse_delay_chunks": int(chunks)}
+        tables[m] = [episode_table(episodes, rollout_mode(variant, reader, episodes, cfg, s)) for s in range(a.seeds)]
         print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
     E = len(episodes)
     rng = np.random.default_rng(0)
@@ -144,9 +165,10 @@ def main() -> None:
                 if g is not None and g["ci95"] is not None:
                     s += f" ({g['mean']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}])"
                 cells.append(s)
-            print(f"  fuse {m:6s} " + "  ".join(cells))
+            print(f"  fuse {m} " + "  ".join(cells))
     write_results(a.out, {"data": a.data, "split": a.split, "cuts": a.cuts, "episodes": E, "seeds": a.seeds,
-                          "horizon": a.horizon, "model": str(resolve_model_path(a.model)), "reference": a.reference,
+                          "horizon": a.horizon, "model": str(resolve_model_path(a.model)),
+                          "models": {k or "": str(resolve_model_path(k)) for k in models}, "reference": a.reference,
                           "seconds": time.perf_counter() - t0, "machine": platform.processor() or platform.machine(),
                           "modes": res})
 

@@ -44,7 +44,7 @@ from pewm.planning import COSTS, TaskConfig, is_success, load_task_frames, make_
 from pewm.planning.localize import map_surface
 from pewm.planning.map_cost import MapGoalCost
 from pewm.planning.navigation import NavField
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 
 

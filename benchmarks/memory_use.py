@@ -50,25 +50,39 @@ def fixed_clips(data: str, split: str, frames: int, n: int, seed: int, history: 
 
 
 @torch.no_grad()
-def paired_losses(model: WorldModel, clips: list, draws: int, seed: int, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Per-clip v-prediction loss ``(clips,)`` with the memory given and dropped, each the mean over
-    ``draws`` (timestep, noise) pairs shared by the two (the generator is rewound between them)."""
+def variant_losses(model: WorldModel, clips: list, variants: dict, draws: int, seed: int,
+                   batch: int = 8) -> dict[str, np.ndarray]:
+    """Per-clip v-prediction loss ``{name: (clips,)}`` under each memory variant, each the mean over
+    ``draws`` (timestep, noise) pairs shared by all variants (the generator is rewound between them).
+    ``variants``: name -> per-clip memories (None entries: built from the clip's ground-truth history,
+    as in training), ``None`` (all from the history) or ``"dropped"`` (the null memory)."""
     model.eval()
     builder = MemoryBuilder.for_model(model)
-    given, dropped = [], []
+    out = {k: [] for k in variants}
     for b0 in range(0, len(clips), batch):
-        x0, cond = model.condition(collate_clips(clips[b0:b0 + batch], model.config, builder))
-        null = cond.drop_memory(torch.zeros(x0.shape[0], dtype=torch.bool))
+        part = clips[b0:b0 + batch]
+        conds = {}
+        for name, mems in variants.items():
+            given = None if mems in (None, "dropped") else mems[b0:b0 + batch]
+            x0, cond = model.condition(collate_clips(part, model.config, builder, given))
+            conds[name] = cond.drop_memory(torch.zeros(x0.shape[0], dtype=torch.bool)) if mems == "dropped" else cond
         g = torch.Generator().manual_seed(int(seed) * 7919 + b0)
-        lg, ld = 0.0, 0.0
+        sums = {k: 0.0 for k in variants}
         for _ in range(draws):
             state = g.get_state()
-            lg = lg + model.diffusion.loss(model.denoiser, x0, cond, generator=g, per_sample=True)["per_sample"] / draws
-            g.set_state(state)
-            ld = ld + model.diffusion.loss(model.denoiser, x0, null, generator=g, per_sample=True)["per_sample"] / draws
-        given.append(lg.numpy())
-        dropped.append(ld.numpy())
-    return np.concatenate(given), np.concatenate(dropped)
+            for name, cond in conds.items():
+                g.set_state(state)
+                sums[name] = sums[name] + model.diffusion.loss(model.denoiser, x0, cond, generator=g,
+                                                               per_sample=True)["per_sample"] / draws
+        for k in variants:
+            out[k].append(sums[k].numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def paired_losses(model: WorldModel, clips: list, draws: int, seed: int, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-clip v-prediction loss ``(clips,)`` with the memory given and dropped (:func:`variant_losses`)."""
+    r = variant_losses(model, clips, {"given": None, "dropped": "dropped"}, draws, seed, batch)
+    return r["given"], r["dropped"]
 
 
 def summarise(given: np.ndarray, dropped: np.ndarray, boot: int = 2000, seed: int = 0) -> dict:

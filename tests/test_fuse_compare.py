@@ -59,3 +59,14 @@ def test_a_resampled_episode_counts_as_often_as_drawn_and_seeds_are_averaged(fc)
     mean = {k: (fc.statistics([t1], np.ones((1, 2)))[k] + fc.statistics([t2], np.ones((1, 2)))[k]) / 2 for k in fc.STATS}
     for k in fc.STATS:
         np.testing.assert_allclose(both[k], mean[k])
+
+
+def test_a_variant_names_its_model_fuse_mode_and_delay(fc):
+    assert fc.parse_variant("novel", None) == (None, "novel", None)
+    assert fc.parse_variant("none", "runs/a") == ("runs/a", "none", None)
+    assert fc.parse_variant("novel:2", "runs/a") == ("runs/a", "novel", 2)
+    assert fc.parse_variant("runs/b/model@novel:1", "runs/a") == ("runs/b/model", "novel", 1)
+    assert fc.parse_variant("/x@y/m@all", None) == ("/x@y/m", "all", None), "the last @ separates the mode"
+    for bad in ("sometimes", "novel:x", "runs/b@", "novel:"):
+        with pytest.raises(ValueError, match="MODEL_DIR@"):
+            fc.parse_variant(bad, None)

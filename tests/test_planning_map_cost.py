@@ -308,7 +308,7 @@ def test_map_cost_falls_back_to_the_image_cost(env, pmap):
 def test_map_cost_localises_once_and_rebuilds_the_field_when_the_map_grows(env, monkeypatch):
     import pewm.planning.map_cost as mc
     from pewm.model import MemoryBuilder, from_preset
-    from pewm.rollout.memory_state import RolloutMemory
+    from pewm.model.rollout_memory import RolloutMemory
     from pewm.planning.worlds import SimulatorWorld
 
     world = SimulatorWorld(env, memory=RolloutMemory(MemoryBuilder(from_preset("micro", reader="voxel-render"))))
@@ -443,7 +443,7 @@ def test_map_only_world_reckons_poses_shows_the_current_view_and_remembers(env):
     from pewm.geometry.kinematics import poses_from_actions
     from pewm.model import MemoryBuilder, from_preset
     from pewm.planning.worlds import MapOnlyWorld, World
-    from pewm.rollout.memory_state import RolloutMemory
+    from pewm.model.rollout_memory import RolloutMemory
 
     world = MapOnlyWorld(RolloutMemory(MemoryBuilder(from_preset("micro", reader="voxel-render"))), env.intrinsics.matrix)
     with pytest.raises(RuntimeError, match="reset"):

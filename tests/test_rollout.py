@@ -455,7 +455,7 @@ def test_novel_only_fusion_never_overwrites_what_the_map_holds():
 
 
 def test_close_holes_fills_gaps_inside_coverage_but_keeps_its_border():
-    from pewm.rollout.memory_state import close_holes
+    from pewm.model.rollout_memory import close_holes
 
     m = torch.zeros(1, 16, 16, dtype=torch.bool)
     m[:, 4:12, 4:12] = True
@@ -502,7 +502,7 @@ def test_env_with_memory_off_reads_an_empty_memory_and_still_records(reader):
 
 
 def test_depth_edges_marks_both_sides_of_a_jump_and_nothing_on_smooth_depth():
-    from pewm.rollout.memory_state import depth_edges
+    from pewm.model.rollout_memory import depth_edges
 
     d = torch.full((1, 8, 8), 2.0)
     d[:, :, 4:] = 4.0  # a wall 2 m behind a foreground
@@ -586,5 +586,9 @@ def test_imagined_fuse_delay_fuses_each_generated_chunk_after_d_later_chunks():
     direct.add(rgb[chunks[1]], depth[chunks[1]], pose[chunks[1]], K, novel_only=True, imagined=True)
     assert delayed.pending == 2 and delayed.frames_added == 4 and len(delayed) == len(direct)
     assert kept.pending == 2 and kept.frames_added == 3, "a copy keeps its own queue"
+    kept.flush()  # (training's imagined memories: fuse what waits now)
+    assert kept.pending == 0 and kept.frames_added == 5
+    direct.add(rgb[chunks[2]], depth[chunks[2]], pose[chunks[2]], K, novel_only=True, imagined=True)
+    assert torch.equal(kept.pmap.surface.render(K, view, 16, 16).image, direct.pmap.surface.render(K, view, 16, 16).image)
     with pytest.raises(ValueError, match="imagined_fuse_delay_chunks"):
         MemoryBuildConfig(imagined_fuse_delay_chunks=-1)

@@ -45,6 +45,20 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
                             "--no-progress"])
     assert r.exit_code == 0, r.output
     assert WorldModel.from_pretrained(tmp_path / "s2" / "model").config.reader == "frames"
+    # stage 2 with imagined memories and memory settings saved with the model
+    r = runner.invoke(app, ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "s2i"),
+                            "--stage", "memory", "--reader", "voxel-render", "--init", str(out), "--steps", "1",
+                            "--imagined-memory", "1", "--imagined-memory-steps", "1", "--memory-option",
+                            "imagined_fuse_delay_chunks=0", "--memory-option", "render_supersample=2", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert WorldModel.from_pretrained(tmp_path / "s2i" / "model").memory_build["render_supersample"] == 2
+    saved = json.loads((tmp_path / "s2i" / "config.json").read_text())
+    assert saved["imagined_memory"] == 1.0 and saved["memory"]["imagined_fuse_delay_chunks"] == 0
+    assert "imagined_share" in (tmp_path / "s2i" / "metrics.jsonl").read_text()
+    r = runner.invoke(app, ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "bad"),
+                            "--stage", "memory", "--init", str(out), "--memory-option", "colour=red"],
+                      terminal_width=200)
+    assert r.exit_code == 2 and "--memory-option colour=red: unknown setting 'colour'" in r.output, r.output
     # what the weights were built as cannot change on resume; the error names the flag and both values
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "s2"), "--resume", "--steps", "2", "--no-progress",
                             "--memory-init", "zero-out"], terminal_width=200)

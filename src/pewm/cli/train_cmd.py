@@ -94,6 +94,15 @@ def register(app: typer.Typer) -> None:
         ray_bias: Optional[float] = typer.Option(
             None, "--ray-bias", help="stage 2, voxel-xattn: same as --reader-option ray_bias=SIGMA (attention bias "
                                      "toward map tokens within about SIGMA metres of each ray; 0 = off) [keep --init's]"),
+        memory_option: List[str] = typer.Option(
+            [], "--memory-option", help="stage 2: a MemoryBuildConfig setting of the clips' memories, saved with the "
+                                        "model as memory.json (KEY=VALUE, value as JSON, repeatable; e.g. "
+                                        "imagined_fuse_delay_chunks=1, render_supersample=2)"),
+        imagined_memory: Optional[float] = typer.Option(
+            None, "--imagined-memory", help="stage 2: share of clips (0-1) whose memory holds a chunk the model "
+                                            "imagined itself, as in a rollout, instead of only ground truth [0]"),
+        imagined_memory_steps: Optional[int] = typer.Option(
+            None, "--imagined-memory-steps", help="DDIM steps of that imagined chunk [4]"),
         log_every: Optional[int] = typer.Option(None, help="steps between metrics.jsonl lines"),
         sample_every: Optional[int] = typer.Option(None, help="steps between sample videos"),
         sample_steps: Optional[int] = typer.Option(None, help="DDIM steps of the sample videos"),
@@ -105,7 +114,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from pewm.cli.common import console, parse_key_values, user_errors
         from pewm.model import reader_class
-        from pewm.train import run_config, train, with_features
+        from pewm.train import memory_options, run_config, train, with_features
 
         with user_errors():
             overrides = dict(
@@ -116,7 +125,8 @@ def register(app: typer.Typer) -> None:
                 history=history, max_episodes=max_episodes, allow_incomplete=allow_incomplete or None,
                 log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                device=device, threads=threads,
+                device=device, threads=threads, imagined_memory=imagined_memory,
+                imagined_memory_steps=imagined_memory_steps,
             )
             cfg = run_config(out, resume, preset, overrides)
             options = parse_key_values(reader_option, "--reader-option")
@@ -126,6 +136,8 @@ def register(app: typer.Typer) -> None:
                                                **{k: v for k, v in aliases.items() if v is not None}}
                 cfg = run_config(out, resume, preset, overrides)
             memory = with_features(cfg.memory, features, str(dinov2_weights) if dinov2_weights else None)
+            if memory_option:
+                memory = memory_options(memory, parse_key_values(memory_option, "--memory-option"))
             if memory != cfg.memory:
                 cfg = cfg.replace(memory=memory.to_dict())
             result = train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)

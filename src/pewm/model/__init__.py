@@ -3,7 +3,8 @@ actions (as Plücker rays) and on a persistent memory, read by one of the interc
 of :mod:`pewm.model.readers`.
 
 Where things live: ``config`` (``ModelConfig``, ``DiffusionConfig``, presets), ``readers/`` (one
-module per memory reader), ``memory_build`` (a clip's memory from frames), ``denoiser`` and
+module per memory reader), ``memory_build`` (a clip's memory from frames), ``rollout_memory`` (the memory of one rollout,
+fused chunk by chunk: Algorithm 1's map), ``denoiser`` and
 ``layers`` (the transformer), ``autoencoder`` (the latent space), ``diffusion`` (the training
 loss), ``sampling`` (``SamplingConfig`` and the pure DDIM loop), ``inputs`` (argument checks),
 ``world_model`` (``WorldModel``), ``checkpoint`` (saving and loading).
@@ -28,6 +29,7 @@ from pewm.model.readers import (
 )
 from pewm.model.memory_build import MemoryBuildConfig, MemoryBuilder
 from pewm.model.normalization import denormalize_depth, denormalize_rgb, normalize_depth, normalize_rgb
+from pewm.model.rollout_memory import RolloutMemory
 from pewm.model.sampling import SamplingConfig, make_scheduler
 from pewm.model.world_model import ClipBatch, Generation, WorldModel, relative_poses
 from pewm.model import map_features as _map_features  # noqa: F401,E402  (registers the "autoencoder" extractor)
@@ -48,6 +50,7 @@ __all__ = [
     "MemoryReader",
     "ModelConfig",
     "ReaderOptions",
+    "RolloutMemory",
     "SamplingConfig",
     "VDiffusion",
     "WorldModel",

@@ -52,7 +52,7 @@ from pewm.planning.planners import (
 from pewm.planning.proposals import ActionPrior, fit_prior_from_dataset
 from pewm.planning.tasks import GoalTask, TaskConfig, TaskFrames, load_task_frames, make_tasks
 from pewm.planning.worlds import Frame, MapOnlyWorld, ModelWorld, SimulatorWorld
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory
 from pewm.sim import EmbodiedEnv, SimConfig, generate_house
 from pewm.video import write_video
 

@@ -27,7 +27,7 @@ from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
 from pewm.model.inputs import check_K, check_start
 from pewm.planning.proposals import check_sequences
 from pewm.rollout.loop import generate_chunk, model_hw
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory
 from pewm.sim import EmbodiedEnv, SimConfig
 from pewm.sim.motion import move
 
@@ -275,7 +275,7 @@ class SimulatorWorld:
     rendered (:meth:`EmbodiedEnv.render_state`); the env's agent never moves. ``env``: an
     :class:`~pewm.sim.EmbodiedEnv` already reset in the house (shared, e.g. with the real executor),
     or a house seed (a private env is made with ``config``). ``memory``: an optional
-    :class:`~pewm.rollout.memory_state.RolloutMemory` (e.g. of the exploration prefix) that real
+    :class:`~pewm.model.rollout_memory.RolloutMemory` (e.g. of the exploration prefix) that real
     frames are fused into, for costs that consult a map (:meth:`memory_map`)."""
 
     name = "simulator"

@@ -8,7 +8,7 @@
 
 from pewm.rollout.env import WorldModelEnv
 from pewm.rollout.loop import FUSE_MODES, ChunkOutput, RolloutResult, fuse_flags, generate_chunk, rollout
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory  # (lives in pewm.model: training reads imagined memories too)
 
 __all__ = ["FUSE_MODES", "ChunkOutput", "RolloutMemory", "RolloutResult", "WorldModelEnv", "fuse_flags", "generate_chunk",
            "rollout"]

@@ -29,7 +29,7 @@ from pewm.geometry import Action, ActionConfig, intrinsics_from_fov
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
 from pewm.model.inputs import check_actions, check_K, check_poses, check_start
 from pewm.rollout.loop import generate_chunk, model_hw
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory
 
 _MEMORY_KEYS = ("rgb", "depth", "poses", "K")
 

@@ -4,7 +4,7 @@ Algorithm 1 (§3.3): start from an observed RGB-D frame and a (possibly empty) 3
 the map for the next ``H`` camera poses, generate ``H`` RGB-D frames conditioned on the current
 frame, the actions and the memory, then unproject the generated RGB-D at its poses and fuse it
 into the map; continue from the last generated frame. Each rollout has its own
-:class:`~pewm.rollout.memory_state.RolloutMemory`; the ``B`` rollouts of a batch share one
+:class:`~pewm.model.rollout_memory.RolloutMemory`; the ``B`` rollouts of a batch share one
 ``WorldModel.sample_frames`` call per chunk.
 
 The camera path is given as exactly one of ``actions`` ``(B, T)`` (discrete moves, integrated by
@@ -32,7 +32,7 @@ import torch
 from pewm.geometry import ActionConfig, poses_from_actions
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel, stack_memory
 from pewm.model.inputs import check_actions, check_K, check_poses, check_start
-from pewm.rollout.memory_state import RolloutMemory
+from pewm.model.rollout_memory import RolloutMemory
 
 
 def check_memories(model: WorldModel, memories, B: int) -> list[RolloutMemory]:

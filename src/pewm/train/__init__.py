@@ -4,7 +4,7 @@ checkpoints with exact resume, DDP under ``torchrun``. Entry points: :func:`trai
 :class:`Trainer`, :class:`TrainConfig`, :func:`train_preset`; CLI ``pewm train``."""
 
 from pewm.train.checkpoint import latest_checkpoint, list_checkpoints, resolve_model_dir, write_checkpoint
-from pewm.train.config import TRAIN_PRESETS, TrainConfig, run_config, train_preset, with_features
+from pewm.train.config import TRAIN_PRESETS, TrainConfig, memory_options, run_config, train_preset, with_features
 from pewm.train.data import clip_memory, clip_tensors, collate_clips
 from pewm.train.ema import EMA
 from pewm.train.loop import METRICS_NAME, Trainer, TrainResult, lr_lambda, train
@@ -26,6 +26,7 @@ __all__ = [
     "train",
     "run_config",
     "train_preset",
+    "memory_options",
     "with_features",
     "write_checkpoint",
 ]

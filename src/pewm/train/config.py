@@ -24,6 +24,7 @@ from pewm.atomic import atomic_write_text
 from pewm.data.clips import ClipConfig
 from pewm.model import PRESETS, READERS, MemoryBuildConfig, from_preset, reader_class
 from pewm.model.config import LEGACY_READER_FIELDS
+from pewm.train.imagined import ImaginedMemoryConfig
 
 STAGES = ("autoencoder", "backbone", "memory")
 PRECISIONS = ("fp32", "bf16")
@@ -73,6 +74,10 @@ class TrainConfig:
     # stage 2: re-initialise the memory reader with these options of its Options dataclass, over
     # the --init model's (e.g. {"init": "zero-out"}, {"ray_query": True}); None: keep the reader as it is
     reader_options: dict | None = None
+    # stage 2: share of clips whose memory holds a chunk the model imagined itself (pewm.train.imagined),
+    # and the DDIM steps of that chunk; 0 = the paper's ground-truth memories
+    imagined_memory: float = 0.0
+    imagined_memory_steps: int = 4
     precision: str = "fp32"
     seed: int = 0
     # bookkeeping
@@ -125,6 +130,10 @@ class TrainConfig:
         if reader_keys and self.init:
             raise ValueError(f"model_overrides {reader_keys} are ignored with --init (the model's config is used): "
                              "set TrainConfig.reader_options (--reader-option KEY=VALUE) instead")
+        ImaginedMemoryConfig(self.imagined_memory, self.imagined_memory_steps)  # validates both
+        if self.imagined_memory and self.stage != "memory":
+            raise ValueError(f"--imagined-memory is for --stage memory (it changes the memory stage 2 reads), "
+                             f"not --stage {self.stage}")
         if self.stage == "memory" and not self.init:
             raise ValueError("stage 'memory' (stage 2) needs --init RUN_OR_CHECKPOINT from a stage-1 ('backbone') run")
         return self
@@ -249,6 +258,22 @@ def with_features(memory: MemoryBuildConfig, features: str | None, dinov2_weight
     return MemoryBuildConfig.from_dict(mem)
 
 
+def memory_options(memory: MemoryBuildConfig, options: dict[str, str]) -> MemoryBuildConfig:
+    """``memory`` with ``--memory-option KEY=VALUE`` settings (a value is read as JSON, else as a string)."""
+    d = memory.to_dict()
+    for k, v in options.items():
+        if k not in d:
+            raise ValueError(f"--memory-option {k}={v}: unknown setting {k!r}; known: {sorted(d)}")
+        try:
+            d[k] = json.loads(v)
+        except json.JSONDecodeError:
+            d[k] = v  # a bare string (extractor=rgb)
+    try:
+        return MemoryBuildConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--memory-option: {e}") from None
+
+
 def train_preset(name: str, **overrides) -> TrainConfig:
     """The training preset ``name`` with field ``overrides`` (not validated: ``data`` may be unset)."""
     if name not in TRAIN_PRESETS:
@@ -256,5 +281,5 @@ def train_preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig.from_dict({**TRAIN_PRESETS[name], **overrides})
 
 
-__all__ = ["LR_SCHEDULES", "PRECISIONS", "RESUME_FIXED", "STAGES", "TRAIN_PRESETS", "TrainConfig", "run_config",
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "RESUME_FIXED", "STAGES", "TRAIN_PRESETS", "TrainConfig", "memory_options", "run_config",
            "train_preset", "with_features"]

@@ -35,29 +35,40 @@ def clip_tensors(clip: Clip, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tens
             torch.from_numpy(np.asarray(clip.poses, dtype=np.float64)), torch.as_tensor(K, dtype=torch.float32))
 
 
+def history_frames(clip: Clip, builder: MemoryBuilder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(rgb, depth, poses, K)`` of the clip's ground-truth history as its memory is built from them:
+    full resolution, centre-cropped to the model's aspect ratio like the targets (one camera)."""
+    rgb, depth, K = clip.history_rgb, clip.history_depth, clip.K
+    h, w = builder.model_cfg.image_height, builder.model_cfg.image_width
+    H, W = np.shape(depth)[-2:]
+    if len(depth) and H * w != W * h:  # the same centre crop as the targets (clip_tensors)
+        rgb, depth, K = fit_frames(np.asarray(rgb), np.asarray(depth, dtype=np.float32), K, h, w)
+    return rgb, depth, clip.history_poses, np.asarray(K)
+
+
 def clip_memory(clip: Clip, builder: MemoryBuilder | None) -> MemoryInput:
     """The memory of one clip built from its ground-truth history (batch 1); empty without a builder."""
     if builder is None:
         return MemoryInput()
-    rgb, depth, K = clip.history_rgb, clip.history_depth, clip.K
-    h, w = builder.model_cfg.image_height, builder.model_cfg.image_width
-    H, W = np.shape(depth)[-2:]
-    if len(depth) and H * w != W * h:  # the same centre crop as the targets (clip_tensors): one camera
-        rgb, depth, K = fit_frames(np.asarray(rgb), np.asarray(depth, dtype=np.float32), K, h, w)
-    return builder.from_history(rgb, depth, clip.history_poses, np.asarray(K), clip.poses[0], clip.poses[1:])
+    return builder.from_history(*history_frames(clip, builder), clip.poses[0], clip.poses[1:])
 
 
-def collate_clips(clips: list[Clip], cfg: ModelConfig, builder: MemoryBuilder | None = None) -> ClipBatch:
+def collate_clips(clips: list[Clip], cfg: ModelConfig, builder: MemoryBuilder | None = None,
+                  memories: list[MemoryInput | None] | None = None) -> ClipBatch:
     """Stack ``clips`` into a :class:`ClipBatch` at the model's resolution; ``builder`` None gives
-    an empty memory (stage 1, a reader that reads no memory)."""
+    an empty memory (stage 1, a reader that reads no memory). ``memories``: per clip, a memory built
+    elsewhere (e.g. :func:`pewm.train.imagined.imagined_memory`) or None for the ground-truth one."""
     if not clips:
         raise ValueError("collate_clips needs at least one clip")
+    if memories is not None and len(memories) != len(clips):
+        raise ValueError(f"collate_clips: {len(memories)} memories for {len(clips)} clips")
     parts = [clip_tensors(c, cfg) for c in clips]
     rgb, depth, poses, K = (torch.stack(p) for p in zip(*parts))
     memory = None
     if builder is not None and builder.reads_memory:
-        memory = stack_memory([clip_memory(c, builder) for c in clips])
+        given = memories or [None] * len(clips)
+        memory = stack_memory([m if m is not None else clip_memory(c, builder) for c, m in zip(clips, given)])
     return ClipBatch(rgb=rgb, depth=depth, poses=poses, K=K, memory=memory)
 
 
-__all__ = ["clip_memory", "clip_tensors", "collate_clips"]
+__all__ = ["clip_memory", "clip_tensors", "collate_clips", "history_frames"]

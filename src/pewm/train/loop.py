@@ -62,6 +62,7 @@ from pewm.train.checkpoint import (
 from pewm.train.config import TrainConfig
 from pewm.train.data import clip_memory, clip_tensors, collate_clips
 from pewm.train.ema import EMA
+from pewm.train.imagined import imagined_memories
 
 METRICS_NAME = "metrics.jsonl"
 # what a run writes into its directory: never replaced without --resume (continue) or --overwrite
@@ -327,8 +328,17 @@ class Trainer:
         for _ in range(self.cfg.grad_accum):
             clips = [self.sampler.sample(self.data_rng) for _ in range(self.cfg.batch_size)]
             shares += [c.revisit_share for c in clips]
-            batches.append(collate_clips(clips, self.model_cfg, self.builder))
+            batches.append(collate_clips(clips, self.model_cfg, self.builder, self.imagined_memories(clips)))
         return batches, float(np.mean(shares))
+
+    def imagined_memories(self, clips) -> list | None:
+        """Per clip, with probability ``imagined_memory``, a rollout's memory (:mod:`pewm.train.imagined`)."""
+        if not self.cfg.imagined_memory or self.builder is None or not self.builder.reads_memory:
+            return None
+        out = imagined_memories(self.ema.model, self.builder, self.sampler, clips, self.cfg.imagined_memory,
+                                self.cfg.imagined_memory_steps, self.data_rng)
+        self.window.setdefault("imagined_share", []).append(float(np.mean([m is not None for m in out])))
+        return out
 
     def autocast(self):
         if self.cfg.precision == "bf16":
@@ -445,7 +455,8 @@ class Trainer:
                     if info.is_main:
                         n_samples = cfg.batch_size * cfg.grad_accum * info.world_size
                         rec = {"step": self.step, **{k: means[k] for k in (
-                            "loss", "loss_rgb", "loss_depth", "psnr_rgb", "lr", "grad_norm", "seconds", "revisit_share")
+                            "loss", "loss_rgb", "loss_depth", "psnr_rgb", "lr", "grad_norm", "seconds", "revisit_share",
+                            "imagined_share")
                             if k in means},
                             "samples_per_s": n_samples / max(means["seconds"], 1e-9),
                             "elapsed": time.perf_counter() - t_start}

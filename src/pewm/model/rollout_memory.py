@@ -178,6 +178,12 @@ class RolloutMemory:
             return
         self._fuse(rgb, depth, poses, K, novel_only, imagined)
 
+    def flush(self) -> None:
+        """Fuse every generated chunk still waiting (``imagined_fuse_delay_chunks``) now, oldest first."""
+        while self._pending:
+            r, d, p, k, nov = self._pending.pop(0)
+            self._fuse(r, d, p, k, nov, imagined=True)
+
     def _fuse(self, rgb, depth, poses, K, novel_only: bool, imagined: bool) -> None:
         tol = self.builder.cfg.imagined_edge_tol
         if imagined and tol is not None and self.pmap is not None:
