@@ -1,6 +1,9 @@
-"""#14's pure-efficiency shortcuts give the general path's outputs (bit for bit on this machine,
-within 1e-5 by contract): the memory blocks' single-key cross-attention and the denoiser's cached
-ray embedding, on randomly initialised micro models of every reader and on the shipped model."""
+"""#14's pure-efficiency shortcuts give the general path's outputs (within 1e-5 by contract; bit
+for bit where the CPU's kernels round both paths alike, checked with PEWM_TEST_BITWISE=1): the
+memory blocks' single-key cross-attention and the denoiser's cached ray embedding, on randomly
+initialised micro models of every reader and on the shipped model."""
+
+import os
 
 import pytest
 import torch
@@ -11,9 +14,10 @@ from pewm.model.layers import CrossAttention, set_fast_paths
 from pewm.model.testing import synthetic_batch, synthetic_intrinsics, synthetic_memory, torch_threads
 
 TOL = 1e-5
-# The contract is agreement within TOL; with MKL (this project's CPUs) the shortcuts are bit-identical
-# (CrossAttention.single_key), and that is checked too, so a change that breaks it is noticed.
-BITWISE = torch.backends.mkl.is_available()
+# The contract is agreement within TOL. On the AVX2 development machines the shortcuts are also
+# bit-identical (CrossAttention.single_key), but on AVX-512 CPUs the general path's matmul kernels
+# round differently (2.4e-7 apart, seen in CI), so the bitwise check is opt-in: PEWM_TEST_BITWISE=1.
+BITWISE = os.environ.get("PEWM_TEST_BITWISE") == "1"
 
 
 def _same(fast: torch.Tensor, general: torch.Tensor, rtol: float = 0.0) -> None:

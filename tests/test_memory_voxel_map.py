@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import memory_scenes as S
+from pewm.memory._points import _PointBatch
 from pewm.memory import AttributeSpec, VoxelMap, VoxelMapConfig, feature_attributes, sinusoidal_position_embedding
 
 
@@ -30,11 +31,12 @@ def test_max_and_mean_pooling_match_reference(room):
     rgb, depth, P, K, feats = room
     m = VoxelMap(VoxelMapConfig.paper(5))
     n = m.integrate(rgb, depth, K, P, features=feats)
-    # reference: group every valid pixel by voxel key with numpy
-    from pewm.geometry import unproject_depth
-
-    pts = unproject_depth(torch.as_tensor(depth), torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(P).float())
-    pts = pts.reshape(-1, 3)
+    # reference: group every valid pixel by voxel key with numpy. The points are the map's own
+    # (its unprojection agrees with pewm.geometry.unproject_depth only within float rounding: on
+    # AVX-512 CPUs einsum rounds differently and a point on a voxel face may change voxel), so
+    # this checks the pooling; test_points_match_unproject_depth checks the unprojection.
+    pts = _PointBatch.make(rgb, depth, K, P, None, m.config.max_depth, "cpu").pts
+    assert pts.shape[0] == depth.size, "every pixel of the room is valid"
     keys = m.voxel_keys(pts).numpy()
     f = feats.permute(0, 2, 3, 1).reshape(-1, 5).numpy()
     c = torch.as_tensor(rgb).reshape(-1, 3).float().numpy() / 255
@@ -52,6 +54,16 @@ def test_max_and_mean_pooling_match_reference(room):
     assert np.array_equal(f_map.numpy(), ref_max.astype(np.float32))
     assert np.array_equal(cnt[:, 0].numpy(), ref_cnt)
     np.testing.assert_allclose(c_map.numpy(), ref_sum / ref_cnt[:, None], atol=1e-5)
+
+
+def test_points_match_unproject_depth(room):
+    """The map's NumPy unprojection gives pewm.geometry.unproject_depth's points within float rounding."""
+    from pewm.geometry import unproject_depth
+
+    rgb, depth, P, K, _ = room
+    ours = _PointBatch.make(rgb, depth, K, P, None, None, "cpu").pts
+    ref = unproject_depth(torch.as_tensor(depth), torch.as_tensor(K, dtype=torch.float32), torch.as_tensor(P).float())
+    torch.testing.assert_close(ours, ref.reshape(-1, 3), rtol=0, atol=1e-5)
 
 
 def test_order_invariance(room):

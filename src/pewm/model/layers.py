@@ -181,8 +181,8 @@ class CrossAttention(nn.Module):
         for the key/value one, ``queries`` for the output one), at most :data:`SINGLE_KEY_ROWS`:
         BLAS libraries send a single row through a matrix-vector kernel that rounds differently
         from their matrix kernel, whose rows do not depend on how many there are; so the result is
-        bit-identical to :meth:`forward` on this project's CPUs (MKL; ``tests/test_fast_paths.py``)
-        and within float rounding anywhere."""
+        equal to :meth:`forward` within float rounding, and bit for bit on AVX2 CPUs (AVX-512
+        kernels differ by about 2e-7; ``tests/test_fast_paths.py``)."""
         b, n, c = kv_in.shape
         if n != 1:
             raise ValueError(f"CrossAttention.single_key needs exactly one key, got {n}")
@@ -199,7 +199,7 @@ def set_fast_paths(module: nn.Module, enabled: bool) -> None:
     ``fast_path`` attribute: the memory blocks' single-key cross-attention, the denoiser's cache of
     its ray embedding, the feed-forward layers' in-place GELU; all only without autograd) on or
     off. Off runs the general path, the code as it was before #14, for comparisons and benchmarks;
-    outputs agree within float rounding, bit for bit on this project's CPUs (``tests/test_fast_paths.py``)."""
+    outputs agree within float rounding, bit for bit on AVX2 CPUs (``tests/test_fast_paths.py``)."""
     for m in module.modules():
         if hasattr(m, "fast_path"):
             m.fast_path = bool(enabled)
