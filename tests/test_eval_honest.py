@@ -27,7 +27,7 @@ from pewm.eval.report import aggregate
 from pewm.model import MemoryBuilder, SamplingConfig, WorldModel
 from pewm.model.testing import torch_threads
 
-ALL_MODES = ("voxel-render", "frames", "voxel-xattn", "none", "render-only", "nearest-frame")
+ALL_MODES = ("voxel-render", "frames", "voxel-xattn", "none", "render-only", "nearest-frame", "render-layout")
 
 
 @pytest.fixture(autouse=True)
@@ -223,7 +223,7 @@ def test_cut_protocols():
 
 def test_baselines_are_default_modes_and_need_no_model(small_dataset, micro_dir, tmp_path):
     assert set(BASELINE_MODES) <= set(memory_modes())
-    assert default_modes(micro_dir) == ("voxel-render", "none", "render-only", "nearest-frame")
+    assert default_modes(micro_dir) == ("voxel-render", "none", "render-only", "nearest-frame", "render-layout")
     data, _ = small_dataset
     runner = CliRunner()
     out = tmp_path / "e"
@@ -232,7 +232,7 @@ def test_baselines_are_default_modes_and_need_no_model(small_dataset, micro_dir,
                             "--videos", "1", "--bootstrap", "200"])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    assert [k for k in res if k != "_meta"] == ["voxel-render", "none", "render-only", "nearest-frame"]
+    assert [k for k in res if k != "_meta"] == ["voxel-render", "none", "render-only", "nearest-frame", "render-layout"]
     assert res["_meta"]["cut_protocol"] == "revisit" and res["_meta"]["bootstrap"]["draws"] == 200
     for m in BASELINE_MODES:  # deterministic: the same frames for every seed
         assert res[m]["all"]["psnr"]["std"] == 0.0 and res[m]["all"]["psnr"]["seeds"] == 2
@@ -242,11 +242,13 @@ def test_baselines_are_default_modes_and_need_no_model(small_dataset, micro_dir,
     assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
     md = (out / "results.md").read_text()
     assert "Against copying and blur" in md and "gain over `render-only`" in md and "sharpness novel" in md
-    assert "`nearest-frame`" in md and "cut_protocol: revisit" in md
+    assert "`nearest-frame`" in md and "`render-layout`" in md and "cut_protocol: revisit" in md
+    # render-layout is render-only with other depth: the same RGB
+    assert res["render-layout"]["all"]["psnr"]["mean"] == res["render-only"]["all"]["psnr"]["mean"]
     # only baselines: no model run at all, yet a full table
     r = runner.invoke(app, ["eval", "--data", str(data), "--model", str(micro_dir), "--out", str(tmp_path / "b"),
                             "--split", "all", "--horizon", "4", "--min-history", "8", "--seeds", "1", "--videos", "0",
-                            "--memory", "render-only,nearest-frame"])
+                            "--memory", "render-only,nearest-frame,render-layout"])
     assert r.exit_code == 0, r.output
     b = json.loads((tmp_path / "b" / "results.json").read_text())
     for m in BASELINE_MODES:
@@ -364,7 +366,7 @@ def test_memory_never_receives_a_target_frame(small_dataset, micro_dir, tmp_path
         fused_history = Counter(f for f, d in fused if f in history and d in history_depth)
         if mode == "none" or mode == "nearest-frame":
             assert fused_history == Counter(), mode  # nothing is fused
-        elif mode == "render-only":
+        elif mode in ("render-only", "render-layout"):
             assert fused_history == history, mode  # once: the same frames for every seed
         else:  # every history frame 0..cut, once per rollout (2 seeds), and generated frames
             assert fused_history == Counter({k: 2 * v for k, v in history.items()}), mode

@@ -19,9 +19,11 @@ SSIM, depth AbsRel and delta<1.25, scene-revisit consistency), separately for re
 PSNR of the mean MSE, the sharpness ratio (generated over true image gradients), and bootstrap
 intervals over episodes of PSNR and of each mode's gain over none and render-only.
 
-Two modes need no model: render-only (the map of the history rendered into each target view,
-holes filled from the render) and nearest-frame (the history frame closest in pose). A memory
-reader's claim is its gain over them.
+Three modes need no model: render-only (the map of the history rendered into each target view,
+holes filled from the render), nearest-frame (the history frame closest in pose) and
+render-layout (render-only with the holes' depth from a box layout: the history's floor and
+ceiling planes, walls at 2 m). A memory reader's claim is its gain over them; imagined depth is
+measured against render-layout's.
 
 \b
 Writes OUT/results.json, OUT/results.md, OUT/psnr_vs_step.png and OUT/videos/*.mp4.
@@ -42,8 +44,8 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, help="model directory or training run [the shipped model]"),
         memory: str = typer.Option(
             None, help="comma-separated memory modes (the registered readers: voxel-xattn, frames, voxel-render, "
-                       "none, ...; no model: render-only, nearest-frame) [the model's reader, none, render-only, "
-                       "nearest-frame]"
+                       "none, ...; no model: render-only, nearest-frame, render-layout) [the model's reader, none, "
+                       "render-only, nearest-frame, render-layout]"
         ),
         mode_model: List[str] = typer.Option(
             [], "--mode-model", help="MODE=DIR: a model (stage-2 run) for a memory mode; repeatable"

@@ -17,6 +17,13 @@ target frame; the functions below take the history and the target poses only, so
   (:func:`pose_distance`: camera-centre distance in metres plus ``rotation_weight`` metres per
   radian of the relative rotation angle; default 1 m/rad, so one 15 degree turn weighs about one
   0.25 m forward step), its RGB-D returned unchanged. Ties go to the latest history frame.
+* ``render-layout``: ``render-only``'s frames, with the uncovered pixels' depth taken from a box
+  layout instead of the mean (:mod:`pewm.eval.layout`): the floor and ceiling planes of the history
+  (robust percentiles of its points' heights) and a wall at ``layout_wall_m`` (2 m, the value with
+  the lowest novel-frame AbsRel on the val explore cuts among 1.5 .. 4 m; ``docs/design.md``,
+  "Session 10") in every column. Its RGB is ``render-only``'s; it is the depth baseline that
+  imagined depth has to beat. Histories whose world up axis is unknown (imported recordings) get
+  no planes: the wall distance everywhere.
 
 Both give what a model mode gives per episode: ``{"rgb": (H, h, w, 3) uint8, "depth": (H, h, w)
 float32}``, so every metric, split and report applies unchanged. Neither is random: the same
@@ -30,23 +37,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pewm.eval.layout import layout_depth, room_planes
 from pewm.model import MemoryBuilder
 from pewm.rollout import RolloutMemory
 
-BASELINE_MODES = ("render-only", "nearest-frame")
+BASELINE_MODES = ("render-only", "nearest-frame", "render-layout")
 """The benchmark modes that need no model weights (``pewm eval --memory render-only,nearest-frame``)."""
 
 
 @dataclass
 class BaselineConfig:
     """Settings of the no-model modes: ``rotation_weight`` (metres per radian) of the
-    ``nearest-frame`` pose distance (:func:`pose_distance`)."""
+    ``nearest-frame`` pose distance (:func:`pose_distance`); ``layout_wall_m``, the z-depth of the
+    walls ``render-layout`` puts where the map shows nothing."""
 
     rotation_weight: float = 1.0
+    layout_wall_m: float = 2.0
 
     def validate(self) -> "BaselineConfig":
         if not np.isfinite(self.rotation_weight) or self.rotation_weight < 0:
             raise ValueError(f"BaselineConfig.rotation_weight must be a finite number >= 0, got {self.rotation_weight}")
+        if not np.isfinite(self.layout_wall_m) or self.layout_wall_m <= 0:
+            raise ValueError(f"BaselineConfig.layout_wall_m must be a positive number of metres, got {self.layout_wall_m}")
         return self
 
 
@@ -125,5 +137,21 @@ def render_only(builder: MemoryBuilder, history_rgb, history_depth, history_pose
     return {"rgb": rgb, "depth": depth, "coverage": rendered[:, 4].numpy() > 0.5}
 
 
+def render_layout(builder: MemoryBuilder, history_rgb, history_depth, history_poses, K, target_poses,
+                  wall_m: float = 2.0, z_up: bool = True) -> dict:
+    """``render-layout`` for one episode: :func:`render_only`'s frames with the depth of the pixels
+    the render does not cover from :func:`pewm.eval.layout.layout_depth` (the history's floor and
+    ceiling, walls at ``wall_m``; no planes unless the world frame has z up, ``z_up``), plus
+    ``render_depth`` (``render-only``'s depth) and ``planes`` (:func:`~pewm.eval.layout.room_planes`)."""
+    out = render_only(builder, history_rgb, history_depth, history_poses, K, target_poses)
+    planes = room_planes(history_depth, history_poses, K) if z_up else None
+    h, w = out["depth"].shape[1:]
+    guess = layout_depth(target_poses, K, h, w, planes, wall_m)
+    out["render_depth"] = out["depth"]  # render-only's depth (holes: the mean)
+    out["depth"] = np.where(out["coverage"], out["depth"], guess).astype(np.float32)
+    out["planes"] = planes
+    return out
+
+
 __all__ = ["BASELINE_MODES", "BaselineConfig", "fill_from_render", "nearest_frame", "nearest_history_frames",
-           "pose_distance", "render_builder", "render_only"]
+           "pose_distance", "render_builder", "render_layout", "render_only"]

@@ -32,9 +32,10 @@ Memory modes are the registered readers (:data:`pewm.model.READERS`), named as o
 ``voxel-xattn``, ``frames``, ``voxel-render``, ... (each needs a model whose reader it is: the main
 model, a ``--mode-model MODE=DIR``, or reader weights shipped beside the main model) and ``none``
 (a reader that reads no memory: the main model with an empty memory, the paper's protocol for its
-no-memory baseline), and the two modes without a model (:mod:`pewm.eval.baselines`): ``render-only``
-(the history's map rendered into each target view, holes filled from the render) and
-``nearest-frame`` (the history frame closest in pose). Sampling settings travel as one
+no-memory baseline), and the three modes without a model (:mod:`pewm.eval.baselines`): ``render-only``
+(the history's map rendered into each target view, holes filled from the render),
+``nearest-frame`` (the history frame closest in pose) and ``render-layout`` (``render-only`` with
+the holes' depth from a box layout: the history's floor and ceiling, walls at 2 m). Sampling settings travel as one
 :class:`~pewm.model.SamplingConfig`.
 """
 
@@ -54,7 +55,7 @@ from pewm.assets import load_model, resolve_model_path
 from pewm.atomic import atomic_write_text
 from pewm.data import open_dataset, require_complete
 from pewm.eval.aggregate import BootstrapConfig, honest_stats, merge_honest
-from pewm.eval.baselines import BASELINE_MODES, BaselineConfig, nearest_frame, render_builder, render_only
+from pewm.eval.baselines import BASELINE_MODES, BaselineConfig, nearest_frame, render_builder, render_layout, render_only
 from pewm.eval.cuts import CutConfig, choose_cut
 from pewm.eval.long_horizon import long_horizon_consistency, long_horizon_markdown
 from pewm.eval.metrics import (METRICS, ColorLayoutFeatures, DinoV2GlobalFeatures, frame_metrics, gradient_magnitude,
@@ -79,7 +80,7 @@ def memory_modes() -> tuple[str, ...]:
 
 def default_modes(model_path=None) -> tuple[str, ...]:
     """The modes ``pewm eval`` compares when none are given: the model's reader, ``none`` and the
-    no-model baselines (``render-only``, ``nearest-frame``), so every table has them."""
+    no-model baselines (``render-only``, ``nearest-frame``, ``render-layout``), so every table has them."""
     reader = WorldModel.load_config(resolve_model_path(model_path)).reader
     return tuple(dict.fromkeys((reader, "none", *BASELINE_MODES)))
 
@@ -167,6 +168,7 @@ class EvalEpisode:
     revisit: np.ndarray  # (horizon,) bool for frames cut+1 .. cut+horizon
     observed: np.ndarray  # (horizon,) fraction
     path_actions: np.ndarray | None = None  # (horizon,) actions replayed after the cut; None: the recorded poses
+    z_up: bool = True  # the world frame has z up (False: an imported recording whose up axis is unknown)
 
 
 def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
@@ -204,7 +206,8 @@ def load_episodes(cfg: BenchmarkConfig, resolution: int) -> list[EvalEpisode]:
                                  K, depth[:cut + 1], np.asarray(ep.poses)[:cut + 1], K)
         out.append(EvalEpisode(i, cut, rgb, depth, np.asarray(ep.poses, dtype=np.float64),
                                None if ep.actions is None else np.asarray(ep.actions, dtype=np.int64), K,
-                               classify(frac, cfg.revisit_threshold), np.asarray(frac), path))
+                               classify(frac, cfg.revisit_threshold), np.asarray(frac), path,
+                               z_up=ep.meta.get("world_up", "z") != "unknown"))
     return out
 
 
@@ -291,6 +294,8 @@ def baseline_mode(mode: str, episodes: list[EvalEpisode], cfg: BenchmarkConfig, 
         targets = future_poses(e, cfg.horizon)
         if mode == "render-only":
             g = render_only(builder, *history, e.K, targets)
+        elif mode == "render-layout":
+            g = render_layout(builder, *history, e.K, targets, cfg.baselines.layout_wall_m, e.z_up)
         elif mode == "nearest-frame":
             g = nearest_frame(*history, targets, cfg.baselines.rotation_weight)
         else:
@@ -384,7 +389,7 @@ def run_benchmark(cfg: BenchmarkConfig, console=None) -> dict:
             TextColumn("eta"), TimeRemainingColumn())
     # the render-only map is built as the voxel-render reader's of this run (its model's memory settings)
     builder = (render_builder(models.get("voxel-render") or main, cfg.sampling.render_supersample)
-               if "render-only" in cfg.modes else None)
+               if {"render-only", "render-layout"} & set(cfg.modes) else None)
     fixed = {}  # the no-model modes' frames: the same for every seed
     with Progress(*cols, console=console) as progress:
         for s in range(cfg.seeds):

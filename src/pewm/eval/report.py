@@ -214,9 +214,10 @@ def honest_markdown(results: Mapping[str, Any], meta: Mapping[str, Any]) -> list
         f"PSNR = Table 1's mean of per-frame PSNR; PSNR(MSE) = PSNR of the mean MSE over the class's frames (a "
         f"pixel-identical frame cannot dominate it). `[lo, hi]`: {level} bootstrap interval over episodes "
         f"({draws} draws{'' if draws else ': none'}); gains are paired (both modes on the same draws). Sharpness = mean "
-        "image-gradient magnitude of the generated RGB over the ground truth's (< 1: blurrier). `render-only` and "
-        "`nearest-frame` use no model: the history's map rendered (holes filled from the render) and the history "
-        "frame closest in pose.", "",
+        "image-gradient magnitude of the generated RGB over the ground truth's (< 1: blurrier). `render-only`, "
+        "`nearest-frame` and `render-layout` use no model: the history's map rendered (holes filled from the render), "
+        "the history frame closest in pose, and `render-only` with the holes' depth from a box layout (the history's "
+        "floor and ceiling, walls at 2 m).", "",
     ]
 
     def table(head: list[str], rows: list[list[str]]) -> list[str]:
