@@ -7,7 +7,9 @@ target frame's pixels into those the render covers and those it does not, and re
 of frame (novel / revisit) and each part: the share of pixels, the PSNR of the pooled MSE of the model
 and of ``render-only``, and the depth AbsRel and delta1 of both and of ``render-layout``
 (``render-only`` with the holes' depth from a box layout, :mod:`pewm.eval.layout`), over pixels with
-valid ground truth.
+valid ground truth. ``layout-oracle`` is a diagnostic, not a baseline: the same layout with one wall
+distance per image column read from the **ground truth** (:func:`pewm.eval.layout.oracle_wall_distances`),
+how much of the depth a box layout can explain once the walls are known.
 
 It also scores ``composite``: the render where it covers and the model's frame elsewhere, with
 ``pewm eval``'s per-frame metrics (PSNR mean of frames, AbsRel, delta1). A composite that beats
@@ -32,12 +34,13 @@ import torch
 
 from pewm.assets import load_model, resolve_model_path
 from pewm.eval.baselines import BaselineConfig, render_builder, render_layout
+from pewm.eval.layout import layout_depth, oracle_wall_distances
 from pewm.eval.benchmark import BenchmarkConfig, future_poses, load_episodes, rollout_mode
 from pewm.eval.metrics import depth_absrel, depth_delta1, psnr
 
 CLASSES = ("novel", "revisit")
 PARTS = ("covered", "uncovered")
-SOURCES = ("model", "render-only", "render-layout")
+SOURCES = ("model", "render-only", "render-layout", "layout-oracle")
 FRAME_MODES = ("model", "render-only", "render-layout", "composite")
 
 
@@ -117,9 +120,14 @@ def main() -> None:
         lay = render_layout(builder, e.frames_rgb[:c + 1], e.frames_depth[:c + 1], e.poses[:c + 1], e.K,
                             future_poses(e, n), BaselineConfig().layout_wall_m, e.z_up)
         r = {**lay, "depth": lay["render_depth"]}
+        targets, h, w = future_poses(e, n), lay["depth"].shape[1], lay["depth"].shape[2]
+        plane = layout_depth(targets, e.K, h, w, lay["planes"], 1e3)
+        gt_d = e.frames_depth[c + 1:c + 1 + n]
+        oracle = {"rgb": lay["rgb"], "depth": np.where(lay["coverage"], lay["render_depth"], layout_depth(
+            targets, e.K, h, w, lay["planes"], oracle_wall_distances(gt_d, plane)))}
         gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
         rev = np.asarray(e.revisit[:n], bool)
-        for s, f in (("model", g), ("render-only", r), ("render-layout", lay)):
+        for s, f in (("model", g), ("render-only", r), ("render-layout", lay), ("layout-oracle", oracle)):
             sums = pixel_sums(f["rgb"], f["depth"], gt_rgb, gt_depth, r["coverage"])
             for k, v in sums.items():
                 for j, sel in enumerate((~rev, rev)):
@@ -153,7 +161,7 @@ def main() -> None:
                           "delta1": float(P["d1"][:, j, q].sum() / nd) if nd else None}
             res["pixels"][cls][part] = row
             cells = "  ".join(
-                f"{s}: " + ("" if s == "render-layout" else f"PSNR(MSE) {row[s]['psnr_mse']:.2f} ")
+                f"{s}: " + ("" if s in ("render-layout", "layout-oracle") else f"PSNR(MSE) {row[s]['psnr_mse']:.2f} ")
                 + f"AbsRel {row[s]['absrel']:.3f} δ1 {row[s]['delta1']:.3f}"
                 for s in SOURCES if row[s]["psnr_mse"] is not None and row[s]["absrel"] is not None)
             print(f"  {part:9s} {100 * row['pixel_share']:5.1f} % of pixels  {cells}")

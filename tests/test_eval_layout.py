@@ -8,7 +8,7 @@ import pytest
 
 import memory_scenes as S
 from pewm.eval.baselines import BaselineConfig, render_layout, render_only
-from pewm.eval.layout import layout_depth, room_planes
+from pewm.eval.layout import layout_depth, oracle_wall_distances, room_planes
 from pewm.model import MemoryBuilder, from_preset
 
 SIZE = 32
@@ -103,3 +103,19 @@ def test_render_layout_is_render_only_with_layout_depth_in_the_holes():
     # without a known up axis: no planes, the wall distance in every hole
     flat = render_layout(builder, rgb, depth, P, K, targets, wall_m=2.0, z_up=False)
     assert flat["planes"] is None and np.all(flat["depth"][~cov] == 2.0)
+
+
+def test_oracle_wall_distances_recover_the_wall_and_per_column_walls_work():
+    _, depth, P, K = _scene([S.pose(1.5, 2.5, 180.0)])
+    plane = layout_depth(P, K, SIZE, SIZE, (0.0, 2.5), wall_m=1e3)
+    walls = oracle_wall_distances(depth, plane)
+    assert walls.shape == (1, SIZE)
+    np.testing.assert_allclose(walls, 1.5, rtol=1e-5)
+    np.testing.assert_allclose(layout_depth(P, K, SIZE, SIZE, (0.0, 2.5), walls), depth, rtol=1e-5, atol=1e-5)
+    # a column that sees no wall gets the frame's farthest plane depth
+    w = oracle_wall_distances(np.full((1, 4, 2), 10.0), np.full((1, 4, 2), 5.0))
+    assert w.tolist() == [[5.0, 5.0]]
+    with pytest.raises(ValueError, match="per-column"):
+        layout_depth(P, K, SIZE, SIZE, (0.0, 2.5), np.ones((1, SIZE + 1)))
+    with pytest.raises(ValueError, match="oracle_wall_distances"):
+        oracle_wall_distances(depth, plane[0])

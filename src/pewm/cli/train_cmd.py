@@ -83,8 +83,12 @@ def register(app: typer.Typer) -> None:
         dinov2_weights: Optional[Path] = typer.Option(None, help="local DINOv2 weights dir (with --features dinov2)"),
         reader_option: List[str] = typer.Option(
             [], "--reader-option", help="stage 2: re-initialise the memory reader with this option of its Options "
-                                        "(KEY=VALUE, repeatable; e.g. init=zero-out, and for voxel-xattn ray_query=true, "
-                                        "ray_bias=0.5) [keep --init's]"),
+                                        "(KEY=VALUE, repeatable; e.g. init=zero-out, for voxel-xattn ray_query=true, "
+                                        "ray_bias=0.5, for voxel-render layout_prior=true) [keep --init's]"),
+        keep_reader_weights: bool = typer.Option(
+            False, "--keep-reader-weights", help="stage 2, with --init and --reader-option: keep the --init reader's "
+                                                 "trained weights; only what the options add starts fresh (e.g. "
+                                                 "--reader-option layout_prior=true for voxel-render)"),
         memory_init: Optional[str] = typer.Option(
             None, help="stage 2: same as --reader-option init=...: zero-gate (AdaLN-Zero gates, the paper's reading) | "
                        "zero-out (gates at 1, zero output projections: learns from the first step) [keep --init's]"),
@@ -126,7 +130,7 @@ def register(app: typer.Typer) -> None:
                 log_every=log_every, sample_every=sample_every,
                 sample_steps=sample_steps, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                 device=device, threads=threads, imagined_memory=imagined_memory,
-                imagined_memory_steps=imagined_memory_steps,
+                imagined_memory_steps=imagined_memory_steps, keep_reader_weights=keep_reader_weights or None,
             )
             cfg = run_config(out, resume, preset, overrides)
             options = parse_key_values(reader_option, "--reader-option")

@@ -106,17 +106,30 @@ class WorldModel(nn.Module):
         """The denoiser without its memory reader (trained in stage 1, frozen in stage 2)."""
         return self.denoiser.backbone_parameters()
 
-    def reinit_reader(self, options: dict | None = None) -> None:
+    def reinit_reader(self, options: dict | None = None, keep_trained: bool = False) -> list[str]:
         """Replace the memory reader by a freshly initialised one whose options are the current
         ones updated with ``options`` (the reader's ``Options`` fields, e.g. ``{"init": "zero-out"}``).
         The backbone is untouched and the model's output with any memory equals its output without
-        memory again (stage 2 starts from exactly the stage-1 model); trained memory weights are discarded."""
+        memory again (stage 2 starts from exactly the stage-1 model); trained memory weights are
+        discarded, unless ``keep_trained``: then every reader weight of the same name and shape is
+        copied over, and only what the options add starts fresh (e.g. ``voxel-render``'s
+        zero-initialised ``layout_prior`` input, so the model starts as exactly the trained one).
+        Returns the names of the reader's weights that start fresh."""
         merged = {**self.config.reader_options, **dict(options or {})}
         cfg = self.config.replace(reader_options=merged).validate()
         like = next(self.denoiser.backbone_parameters())
+        old = self.denoiser.reader.state_dict()
+        reader = build_reader(cfg).to(device=like.device, dtype=like.dtype)
+        fresh = list(reader.state_dict())
+        if keep_trained:
+            new = reader.state_dict()
+            kept = {k: v for k, v in old.items() if k in new and new[k].shape == v.shape}
+            reader.load_state_dict(kept, strict=False)
+            fresh = [k for k in new if k not in kept]
         self.config = cfg
         self.denoiser.cfg = cfg
-        self.denoiser.reader = build_reader(cfg).to(device=like.device, dtype=like.dtype)
+        self.denoiser.reader = reader
+        return fresh
 
     def autoencoder_parameters(self):
         """The autoencoder's parameters (trained in the ``autoencoder`` stage; none in pixel space)."""

@@ -74,6 +74,9 @@ class TrainConfig:
     # stage 2: re-initialise the memory reader with these options of its Options dataclass, over
     # the --init model's (e.g. {"init": "zero-out"}, {"ray_query": True}); None: keep the reader as it is
     reader_options: dict | None = None
+    # with reader_options: keep the --init reader's trained weights where the new reader has the same
+    # ones (only what the options add starts fresh), instead of starting stage 2 over
+    keep_reader_weights: bool = False
     # stage 2: share of clips whose memory holds a chunk the model imagined itself (pewm.train.imagined),
     # and the DDIM steps of that chunk; 0 = the paper's ground-truth memories
     imagined_memory: float = 0.0
@@ -126,6 +129,9 @@ class TrainConfig:
                 raise ValueError(f"reader options ({sorted(self.reader_options)}) are for --stage memory (they "
                                  f"re-initialise the memory reader), not --stage {self.stage}")
             reader_class(self.reader).Options.from_dict(self.reader_options)
+        if self.keep_reader_weights and (self.reader_options is None or not self.init):
+            raise ValueError("--keep-reader-weights keeps the --init model's reader weights when --reader-option "
+                             "changes its options: give both --init and --reader-option")
         reader_keys = sorted({"reader_options", *LEGACY_READER_FIELDS} & set(self.model_overrides or {}))
         if reader_keys and self.init:
             raise ValueError(f"model_overrides {reader_keys} are ignored with --init (the model's config is used): "

@@ -205,7 +205,7 @@ class Trainer:
             model = WorldModel.from_pretrained(mdir, reader=cfg.reader)
             if cfg.reader_options is not None:  # (a resumed run then loads its trained reader from the checkpoint)
                 torch.manual_seed(cfg.seed)
-                model.reinit_reader(cfg.reader_options)
+                model.reinit_reader(cfg.reader_options, keep_trained=cfg.keep_reader_weights)
             self.model_cfg = model.config.replace(memory_dropout=self.model_cfg.memory_dropout)
         else:
             model = WorldModel(self.model_cfg)

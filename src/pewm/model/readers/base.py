@@ -46,6 +46,8 @@ class MemoryInput:
     * ``rendered_latent`` ``(B, H, C + 1, h', w')``: for a latent-space model, the render encoded
       by the model's autoencoder plus the coverage averaged over each latent cell; filled in by
       :meth:`~pewm.model.world_model.WorldModel.encode_memory` from ``rendered``.
+    * ``layout`` ``(B, H, 1, h, w)``: z-depth (m) at which each future view's pixel rays meet the
+      map's floor or ceiling, NaN where unknown. (``voxel-render`` with ``layout_prior``)
     """
 
     tokens: torch.Tensor | None = None
@@ -57,6 +59,7 @@ class MemoryInput:
     frame_mask: torch.Tensor | None = None
     rendered: torch.Tensor | None = None
     rendered_latent: torch.Tensor | None = None
+    layout: torch.Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "MemoryInput":
         """A copy on ``device``; floating fields cast to ``dtype`` (masks stay bool)."""

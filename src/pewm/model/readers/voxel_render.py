@@ -8,6 +8,13 @@ encoded by the model's autoencoder like a frame, plus the coverage averaged per 
 (``MemoryInput.rendered_latent``, :meth:`VoxelRenderReader.encode_memory`). The current frame gets
 no render. The memory blocks, kept for parameter parity, see an empty memory.
 
+Option ``layout_prior`` (beyond the paper, :class:`VoxelRenderOptions`): the model also gets, for
+every target pixel, the z-depth at which its ray meets the floor or the ceiling of the map
+(:func:`pewm.geometry.layout.planes_from_heights` over the surface map's points, world z up), and
+whether it does (``MemoryInput.layout``), through a second zero-initialised patch convolution; the
+walls of unseen places are left to the model. Without a room in the map (empty, or not z-up) the
+input is zero, as for a dropped memory.
+
 Because the memory is pixel-aligned, sampling can keep what the map holds (``can_anchor``; see
 :mod:`pewm.model.sampling`): known latent cells re-noised into every DDIM step (RePaint-style) and/or
 covered pixels of the decoded frames copied from the render.
@@ -15,16 +22,17 @@ covered pixels of the decoded frames copied from the render.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pewm.geometry.layout import layout_depth, planes_from_heights
 from pewm.model.frame_ops import as_poses, scale_intrinsics
 from pewm.model.normalization import normalize_depth, normalize_rgb
-from pewm.model.readers.base import MemoryInput, MemoryReader, check_tensor, register_reader
+from pewm.model.readers.base import MemoryInput, MemoryReader, ReaderOptions, check_tensor, register_reader
 
 
 def rendered_input(pmap, K, target_poses, model_cfg, supersample: int = 1) -> MemoryInput:
@@ -62,7 +70,38 @@ def rendered_input(pmap, K, target_poses, model_cfg, supersample: int = 1) -> Me
             depth = (F.avg_pool2d((depth * front)[:, None], s) / F.avg_pool2d(front[:, None], s).clamp_min(1e-6))[:, 0]
             cov = (frac[:, 0] >= 0.5).float()
         r = torch.cat([img * cov[:, None], (depth * cov)[:, None], cov[:, None]], 1)
-    return MemoryInput(rendered=r.cpu()[None])
+    layout = None
+    if (model_cfg.reader_options or {}).get("layout_prior"):
+        layout = plane_depth(pmap, K, T, model_cfg)[None]
+    return MemoryInput(rendered=r.cpu()[None], layout=layout)
+
+
+def plane_depth(pmap, K, target_poses, model_cfg) -> torch.Tensor:
+    """``(H, 1, h, w)`` z-depth (m) at which each target pixel's ray meets the floor or the ceiling
+    of ``pmap``'s surface map, NaN where it meets neither within ``model_cfg.depth_max`` or the map
+    holds no room (:func:`pewm.geometry.layout.planes_from_heights`); ``K`` at the model's resolution."""
+    h, w = model_cfg.image_height, model_cfg.image_width
+    T = as_poses(target_poses).double().numpy()
+    planes = None
+    if pmap.surface is not None and len(pmap.surface) > 0:
+        planes = planes_from_heights(pmap.surface.get("point")[:, 2].numpy())
+    if planes is None:
+        return torch.full((len(T), 1, h, w), float("nan"))
+    far = float(model_cfg.depth_max)
+    d = torch.from_numpy(layout_depth(T, np.asarray(K, np.float64), h, w, planes, far))
+    return torch.where(d < far, d, torch.full_like(d, float("nan")))[:, None]
+
+
+@dataclass(frozen=True)
+class VoxelRenderOptions(ReaderOptions):
+    """``layout_prior``: also read the floor and ceiling planes of the map (beyond the paper)."""
+
+    layout_prior: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.layout_prior, bool):
+            self._fail("layout_prior", "a bool")
 
 
 @register_reader
@@ -70,6 +109,7 @@ class VoxelRenderReader(MemoryReader):
     """``voxel-render``: the map's render of each future view as extra, pixel-aligned input."""
 
     name = "voxel-render"
+    Options = VoxelRenderOptions
     channels = 5
     can_anchor = True
     # latent anchoring keeps only cells whose 3x3 neighbourhood is covered too
@@ -84,6 +124,21 @@ class VoxelRenderReader(MemoryReader):
         # no bias: an absent render (coverage 0 everywhere) and a dropped memory both give exactly 0
         self.render_patch = nn.Conv2d(c_in, cfg.width, p, stride=p, bias=False)
         nn.init.zeros_(self.render_patch.weight)
+        self.layout_patch = None
+        if self.options.layout_prior:  # the plane depth (normalised) and where it is known, per pixel
+            q = cfg.pixel_patch
+            self.layout_patch = nn.Conv2d(2, cfg.width, q, stride=q, bias=False)
+            nn.init.zeros_(self.layout_patch.weight)
+
+    def _layout_input(self, memory, batch, device) -> torch.Tensor:
+        cfg = self.cfg
+        h, w, H = cfg.image_height, cfg.image_width, cfg.frames
+        if memory.layout is None:
+            return torch.zeros(batch, H, 2, h, w, device=device, dtype=torch.float32)
+        d = check_tensor(memory.layout, "layout", (batch, H, 1, h, w), self.name).to(device=device, dtype=torch.float32)
+        known = (torch.isfinite(d) & (d > 0)).float()
+        norm = normalize_depth(torch.nan_to_num(d, nan=cfg.depth_max), cfg.depth_min, cfg.depth_max)
+        return torch.cat([norm * known, known], dim=2)
 
     def _pixel_input(self, memory, batch, device) -> torch.Tensor:
         cfg = self.cfg
@@ -116,6 +171,9 @@ class VoxelRenderReader(MemoryReader):
         H, L = cfg.frames, cfg.tokens_per_frame
         x = self._latent_input(memory, batch, device) if cfg.latent else self._pixel_input(memory, batch, device)
         tok = self.render_patch(x.flatten(0, 1).to(dtype)).flatten(2).transpose(1, 2).reshape(batch, H * L, -1)
+        if self.layout_patch is not None:
+            lay = self._layout_input(memory, batch, device).flatten(0, 1).to(dtype)
+            tok = tok + self.layout_patch(lay).flatten(2).transpose(1, 2).reshape(batch, H * L, -1)
         return F.pad(tok, (0, 0, L, 0))  # no render for the current frame
 
     def encode_memory(self, memory: MemoryInput, model) -> MemoryInput:
@@ -194,4 +252,4 @@ class VoxelRenderReader(MemoryReader):
         return rendered_input(store, K_model, target_poses, builder.model_cfg, builder.cfg.render_supersample)
 
 
-__all__ = ["VoxelRenderReader", "rendered_input"]
+__all__ = ["VoxelRenderOptions", "VoxelRenderReader", "plane_depth", "rendered_input"]
