@@ -9,7 +9,9 @@ and of ``render-only``, and the depth AbsRel and delta1 of both and of ``render-
 (``render-only`` with the holes' depth from a box layout, :mod:`pewm.eval.layout`), over pixels with
 valid ground truth. ``layout-oracle`` is a diagnostic, not a baseline: the same layout with one wall
 distance per image column read from the **ground truth** (:func:`pewm.eval.layout.oracle_wall_distances`),
-how much of the depth a box layout can explain once the walls are known.
+how much of the depth a box layout can explain once the walls are known. ``--layout-walls`` lists
+the wall distances whose ``render-layout`` frame metrics are reported too (how ``BaselineConfig.
+layout_wall_m`` was chosen: the lowest novel-frame AbsRel on the val explore cuts).
 
 It also scores ``composite``: the render where it covers and the model's frame elsewhere, with
 ``pewm eval``'s per-frame metrics (PSNR mean of frames, AbsRel, delta1). A composite that beats
@@ -18,7 +20,8 @@ the model says the model degrades what its map already shows (the autoencoder ca
 Differences have 95 % bootstrap intervals over episodes.
 
     python benchmarks/coverage_split.py --data houses160 --split val --cuts revisit
-        [--max-episodes 16] [--min-history 64] [--model DIR] [--out benchmarks/results/coverage_split.json]
+        [--max-episodes 16] [--min-history 64] [--model DIR] [--layout-walls 1.5,2,2.5,3,3.5,4]
+        [--out benchmarks/results/coverage_split.json]
 """
 
 from __future__ import annotations
@@ -100,8 +103,16 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=32)
     ap.add_argument("--min-history", type=int, default=64)
     ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--layout-walls", default="1.5,2,2.5,3,3.5,4",
+                    help="comma-separated wall distances (m) of render-layout to report")
     ap.add_argument("--out", default="benchmarks/results/coverage_split.json")
     a = ap.parse_args()
+    try:
+        walls = [float(v) for v in a.layout_walls.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--layout-walls {a.layout_walls!r}: expected comma-separated numbers of metres")
+    if not walls or not all(np.isfinite(w) and w > 0 for w in walls):
+        ap.error(f"--layout-walls {a.layout_walls!r}: expected positive numbers of metres")
     model = load_model(a.model).eval()
     if model.config.reader != "voxel-render":
         ap.error(f"--model: the coverage split needs a voxel-render model, got reader {model.config.reader!r}")
@@ -115,6 +126,7 @@ def main() -> None:
     E = len(episodes)
     pix = {s: {k: np.zeros((E, 2, 2)) for k in ("n", "se", "nd", "ar", "d1")} for s in SOURCES}
     frame = {m: {k: np.zeros((E, 2)) for k in ("n", "psnr", "nd", "absrel", "delta1")} for m in FRAME_MODES}
+    sweep = {wall: {k: np.zeros(2) for k in ("nd", "absrel", "delta1")} for wall in walls}
     for i, (e, g) in enumerate(zip(episodes, generated)):
         c, n = e.cut, len(g["rgb"])
         lay = render_layout(builder, e.frames_rgb[:c + 1], e.frames_depth[:c + 1], e.poses[:c + 1], e.K,
@@ -127,6 +139,14 @@ def main() -> None:
             targets, e.K, h, w, lay["planes"], oracle_wall_distances(gt_d, plane)))}
         gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
         rev = np.asarray(e.revisit[:n], bool)
+        for wall in walls:
+            d = np.where(lay["coverage"], lay["render_depth"], layout_depth(targets, e.K, h, w, lay["planes"], wall))
+            sc = frame_scores({"rgb": lay["rgb"], "depth": d}, gt_rgb, gt_depth)
+            okd = np.isfinite(sc["absrel"]) & np.isfinite(sc["delta1"])
+            for j, sel in enumerate((~rev, rev)):
+                sweep[wall]["nd"][j] += (sel & okd).sum()
+                sweep[wall]["absrel"][j] += sc["absrel"][sel & okd].sum()
+                sweep[wall]["delta1"][j] += sc["delta1"][sel & okd].sum()
         for s, f in (("model", g), ("render-only", r), ("render-layout", lay), ("layout-oracle", oracle)):
             sums = pixel_sums(f["rgb"], f["depth"], gt_rgb, gt_depth, r["coverage"])
             for k, v in sums.items():
@@ -141,7 +161,7 @@ def main() -> None:
                 frame[m]["nd"][i, j] += (sel & okd).sum()
                 frame[m]["absrel"][i, j] += sc["absrel"][sel & okd].sum()
                 frame[m]["delta1"][i, j] += sc["delta1"][sel & okd].sum()
-    res = {"pixels": {}, "frames": {}}
+    res = {"pixels": {}, "frames": {}, "layout_walls": {}}
     print(f"\n{a.split} split, {E} episodes, {a.cuts} cuts, seed 0 ({time.perf_counter() - t0:.0f} s)")
     for j, cls in enumerate(CLASSES):
         nf = int(frame["model"]["n"][:, j].sum())
@@ -181,6 +201,11 @@ def main() -> None:
             extra = "  ".join(f"{k[5:]} {v['mean']:+.2f} [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}]"
                               for k, v in row.items() if k.startswith("psnr_minus_"))
             print(f"  {m:12s} PSNR {row['psnr']:.2f}  AbsRel {row['absrel']:.3f}  δ1 {row['delta1']:.3f}  {extra}")
+        res["layout_walls"][cls] = {f"{wall:g}": {"absrel": float(v["absrel"][j] / v["nd"][j]),
+                                                  "delta1": float(v["delta1"][j] / v["nd"][j])}
+                                    for wall, v in sweep.items() if v["nd"][j]}
+        print("  render-layout by wall distance: " + "  ".join(
+            f"{k} m AbsRel {v['absrel']:.3f} δ1 {v['delta1']:.3f}" for k, v in res["layout_walls"][cls].items()))
     write_results(a.out, {"data": a.data, "split": a.split, "cuts": a.cuts, "episodes": E, "horizon": a.horizon,
                           "model": str(resolve_model_path(a.model)), "seconds": time.perf_counter() - t0,
                           "machine": platform.processor() or platform.machine(), **res})

@@ -52,7 +52,7 @@ def test_main_reports_every_part_and_mode(split, small_dataset, tmp_path, monkey
     out = tmp_path / "c.json"
     monkeypatch.setattr(sys, "argv", ["coverage_split.py", "--model", str(d), "--data", str(path), "--split", "all",
                                       "--cuts", "revisit", "--horizon", "4", "--min-history", "8",
-                                      "--bootstrap", "50", "--out", str(out)])
+                                      "--bootstrap", "50", "--layout-walls", "1,2", "--out", str(out)])
     with torch.no_grad():
         split.main()
     r = json.loads(out.read_text())
@@ -64,5 +64,15 @@ def test_main_reports_every_part_and_mode(split, small_dataset, tmp_path, monkey
         assert set(r["frames"][c]) == set(split.FRAME_MODES)
         # render-layout changes only the holes' depth: the render's RGB
         assert r["frames"][c]["render-layout"]["psnr"] == pytest.approx(r["frames"][c]["render-only"]["psnr"])
+        # the sweep at the default wall distance is the render-layout mode itself
+        assert set(r["layout_walls"][c]) == {"1", "2"}
+        assert r["layout_walls"][c]["2"]["absrel"] == pytest.approx(r["frames"][c]["render-layout"]["absrel"])
         lo, hi = r["frames"][c]["composite"]["psnr_minus_model"]["ci95"]
         assert np.isfinite(lo) and lo <= hi
+
+
+def test_bad_wall_list_is_a_clear_error(split, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["coverage_split.py", "--data", "x", "--layout-walls", "2,-1"])
+    with pytest.raises(SystemExit):
+        split.main()
+    assert "--layout-walls" in capsys.readouterr().err

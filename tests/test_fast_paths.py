@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pewm.assets import load_model
-from pewm.model import READERS, MemoryInput, SamplingConfig, WorldModel, from_preset
+from pewm.model import READERS, MemoryInput, SamplingConfig, WorldModel
 from pewm.model.layers import CrossAttention, set_fast_paths
-from pewm.model.testing import synthetic_batch, synthetic_intrinsics, synthetic_memory, torch_threads
+from pewm.model.testing import perturbed_micro_model, synthetic_batch, synthetic_intrinsics, synthetic_memory, torch_threads
 
 TOL = 1e-5
 # The contract is agreement within TOL. On the AVX2 development machines the shortcuts are also
@@ -49,13 +49,7 @@ def single_key_calls(monkeypatch):
 def _random_model(reader: str, seed: int = 0) -> WorldModel:
     """A micro model with every weight perturbed (the zero-initialised gates and projections
     too), so the memory blocks really contribute."""
-    torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader)).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return m
+    return perturbed_micro_model(reader, seed)
 
 
 def _both_paths(m: WorldModel, fn):

@@ -12,9 +12,9 @@ import torch
 
 import memory_scenes as S
 from pewm.geometry.layout import layout_depth, planes_from_heights
-from pewm.model import MemoryBuilder, MemoryInput, WorldModel, from_preset
+from pewm.model import MemoryBuilder, MemoryInput, WorldModel
 from pewm.model.readers.voxel_render import plane_depth
-from pewm.model.testing import synthetic_batch, torch_threads
+from pewm.model.testing import perturbed_micro_model, synthetic_batch, torch_threads
 from pewm.rollout import RolloutMemory
 from pewm.train import train, train_preset
 
@@ -27,13 +27,7 @@ def _one_thread():
 
 def _trained(seed: int = 0) -> WorldModel:
     """A micro voxel-render model with every weight perturbed (a stand-in for a trained one)."""
-    torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader="voxel-render")).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return m
+    return perturbed_micro_model("voxel-render", seed)
 
 
 def _room_memory(model: WorldModel, targets):
@@ -131,9 +125,9 @@ def test_training_adds_the_layout_to_a_trained_reader(small_dataset, tmp_path):
     a, b = WorldModel.from_pretrained(init), WorldModel.from_pretrained(tmp_path / "run" / "model")
     assert b.config.reader_options["layout_prior"] is True
     assert json.loads((tmp_path / "run" / "config.json").read_text())["keep_reader_weights"] is True
-    assert float(b.denoiser.reader.layout_patch.weight.abs().sum()) > 0  # it learned from the layout
+    assert float(b.denoiser.reader.layout_patch.weight.detach().abs().sum()) > 0  # it learned from the layout
     # the backbone is frozen in stage 2 and the trained render input was kept (then trained on)
     for n, p in a.denoiser.named_parameters():
         if not n.startswith("reader."):
             assert torch.equal(p, b.denoiser.state_dict()[n]), n
-    assert float(b.denoiser.reader.render_patch.weight.abs().sum()) > 0
+    assert float(b.denoiser.reader.render_patch.weight.detach().abs().sum()) > 0

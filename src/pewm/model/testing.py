@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from pewm.geometry import camera_pose_from_agent, intrinsics_from_fov
-from pewm.model.config import ModelConfig
+from pewm.model.config import ModelConfig, from_preset
 from pewm.model.readers import MemoryInput
-from pewm.model.world_model import ClipBatch
+from pewm.model.world_model import ClipBatch, WorldModel
 
 
 def synthetic_intrinsics(cfg: ModelConfig) -> torch.Tensor:
@@ -96,4 +96,20 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-__all__ = ["synthetic_batch", "synthetic_intrinsics", "synthetic_memory", "synthetic_poses", "torch_threads"]
+
+
+def perturbed_micro_model(reader: str, seed: int = 0, scale: float = 0.1) -> WorldModel:
+    """A ``micro`` model of ``reader`` (in eval mode) with every weight perturbed by ``scale`` x
+    N(0, 1) (the zero-initialised gates and projections too), a stand-in for a trained model whose
+    memory really contributes; the same weights for the same ``seed``."""
+    torch.manual_seed(seed)
+    m = WorldModel(from_preset("micro", reader=reader)).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return m
+
+
+__all__ = ["perturbed_micro_model", "synthetic_batch", "synthetic_intrinsics", "synthetic_memory", "synthetic_poses",
+           "torch_threads"]
