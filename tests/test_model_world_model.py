@@ -202,7 +202,8 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
     again = WorldModel.from_pretrained(d, reader="voxel-xattn")
     assert again.config.reader_options == {"init": "zero-out", "ray_query": True, "ray_bias": 0.0}
     assert again.denoiser.reader.options.ray_query is True and again.denoiser.reader.ray_query is not None
-    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-gate"}  # the main model is unchanged
+    # the main (voxel-render) model is unchanged
+    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-gate", "layout_prior": False}
     # a reader without weights in the directory starts from the defaults, not from another reader's options
     d2 = again.save_pretrained(tmp_path / "xattn_main")
     other = WorldModel.from_pretrained(d2, reader="frames")
@@ -230,7 +231,7 @@ def test_checkpoints_with_the_legacy_reader_fields_still_load(tmp_path):
     cfg = {k: v for k, v in meta["config"].items() if k != "reader_options"}
     cfg.update(memory_init="zero-out", memory_ray_query=False, memory_ray_bias=0.0)
     (d / "config.json").write_text(json.dumps({**meta, "config": cfg}))
-    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-out"}
+    assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-out", "layout_prior": False}
 
     xattn = WorldModel.from_pretrained(d, reader="voxel-xattn")
     xattn.reinit_reader({"ray_bias": 0.5})
