@@ -9,7 +9,10 @@ and of ``render-only``, and the depth AbsRel and delta1 of both and of ``render-
 (``render-only`` with the holes' depth from a box layout, :mod:`pewm.eval.layout`), over pixels with
 valid ground truth. ``layout-oracle`` is a diagnostic, not a baseline: the same layout with one wall
 distance per image column read from the **ground truth** (:func:`pewm.eval.layout.oracle_wall_distances`),
-how much of the depth a box layout can explain once the walls are known. ``--layout-walls`` lists
+how much of the depth a box layout can explain once the walls are known. ``model-layout`` is the
+model's frames with the uncovered pixels' depth made into that box with the walls read from the
+**model's** depth (:func:`pewm.geometry.layout.column_wall_distances`): does the imagined depth know
+where the walls are, once its per-pixel noise is removed? ``--layout-walls`` lists
 the wall distances whose ``render-layout`` frame metrics are reported too (how ``BaselineConfig.
 layout_wall_m`` was chosen: the lowest novel-frame AbsRel on the val explore cuts).
 
@@ -37,14 +40,14 @@ import torch
 
 from pewm.assets import load_model, resolve_model_path
 from pewm.eval.baselines import BaselineConfig, render_builder, render_layout
-from pewm.eval.layout import layout_depth, oracle_wall_distances
+from pewm.eval.layout import column_wall_distances, layout_depth, oracle_wall_distances
 from pewm.eval.benchmark import BenchmarkConfig, future_poses, load_episodes, rollout_mode
 from pewm.eval.metrics import depth_absrel, depth_delta1, psnr
 
 CLASSES = ("novel", "revisit")
 PARTS = ("covered", "uncovered")
-SOURCES = ("model", "render-only", "render-layout", "layout-oracle")
-FRAME_MODES = ("model", "render-only", "render-layout", "composite")
+SOURCES = ("model", "model-layout", "render-only", "render-layout", "layout-oracle")
+FRAME_MODES = ("model", "model-layout", "render-only", "render-layout", "composite")
 
 
 def pixel_sums(pred_rgb, pred_depth, gt_rgb, gt_depth, cover) -> dict[str, np.ndarray]:
@@ -137,6 +140,9 @@ def main() -> None:
         gt_d = e.frames_depth[c + 1:c + 1 + n]
         oracle = {"rgb": lay["rgb"], "depth": np.where(lay["coverage"], lay["render_depth"], layout_depth(
             targets, e.K, h, w, lay["planes"], oracle_wall_distances(gt_d, plane)))}
+        model_walls = column_wall_distances(g["depth"], plane, fallback=BaselineConfig().layout_wall_m)
+        structured = {"rgb": g["rgb"], "depth": np.where(lay["coverage"], lay["render_depth"], layout_depth(
+            targets, e.K, h, w, lay["planes"], model_walls))}
         gt_rgb, gt_depth = e.frames_rgb[c + 1:c + 1 + n], e.frames_depth[c + 1:c + 1 + n]
         rev = np.asarray(e.revisit[:n], bool)
         for wall in walls:
@@ -147,12 +153,12 @@ def main() -> None:
                 sweep[wall]["nd"][j] += (sel & okd).sum()
                 sweep[wall]["absrel"][j] += sc["absrel"][sel & okd].sum()
                 sweep[wall]["delta1"][j] += sc["delta1"][sel & okd].sum()
-        for s, f in (("model", g), ("render-only", r), ("render-layout", lay), ("layout-oracle", oracle)):
+        for s, f in (("model", g), ("model-layout", structured), ("render-only", r), ("render-layout", lay), ("layout-oracle", oracle)):
             sums = pixel_sums(f["rgb"], f["depth"], gt_rgb, gt_depth, r["coverage"])
             for k, v in sums.items():
                 for j, sel in enumerate((~rev, rev)):
                     pix[s][k][i, j] += v[sel].sum(0)
-        for m, f in (("model", g), ("render-only", r), ("render-layout", lay), ("composite", composite(g, r))):
+        for m, f in (("model", g), ("model-layout", structured), ("render-only", r), ("render-layout", lay), ("composite", composite(g, r))):
             sc = frame_scores(f, gt_rgb, gt_depth)
             okd = np.isfinite(sc["absrel"]) & np.isfinite(sc["delta1"])
             for j, sel in enumerate((~rev, rev)):
@@ -181,7 +187,7 @@ def main() -> None:
                           "delta1": float(P["d1"][:, j, q].sum() / nd) if nd else None}
             res["pixels"][cls][part] = row
             cells = "  ".join(
-                f"{s}: " + ("" if s in ("render-layout", "layout-oracle") else f"PSNR(MSE) {row[s]['psnr_mse']:.2f} ")
+                f"{s}: " + ("" if s in ("model-layout", "render-layout", "layout-oracle") else f"PSNR(MSE) {row[s]['psnr_mse']:.2f} ")
                 + f"AbsRel {row[s]['absrel']:.3f} δ1 {row[s]['delta1']:.3f}"
                 for s in SOURCES if row[s]["psnr_mse"] is not None and row[s]["absrel"] is not None)
             print(f"  {part:9s} {100 * row['pixel_share']:5.1f} % of pixels  {cells}")
@@ -192,7 +198,7 @@ def main() -> None:
                    "delta1": float(F["delta1"][:, j].sum() / F["nd"][:, j].sum())}
             if m != "model":
                 for ref in ("model", "render-only"):
-                    if ref == m or (m == "render-layout" and ref == "render-only"):  # the same RGB
+                    if ref == m or (m, ref) in (("render-layout", "render-only"), ("model-layout", "model")):  # same RGB
                         continue
                     diff = F["psnr"][:, j] - frame[ref]["psnr"][:, j]
                     row[f"psnr_minus_{ref}"] = {"mean": float(diff.sum() / F["n"][:, j].sum()),

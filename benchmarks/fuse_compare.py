@@ -11,7 +11,8 @@ AbsRel and delta1, each mean over seeds; and for every mode the difference to ``
 A mode may name a fusion delay, ``MODE:D`` (``MemoryBuildConfig.imagined_fuse_delay_chunks``: a
 generated chunk is fused only after D later chunks; e.g. ``novel:2``), and another model,
 ``MODEL_DIR@MODE[:D]`` (e.g. two trainings of the same reader, compared on the same episodes and
-noise: ``--fuse novel,runs/b/model@novel``); without one it is ``--model``'s.
+noise: ``--fuse novel,runs/b/model@novel``); without one it is ``--model``'s; and memory options,
+``+KEY=VALUE`` (a ``MemoryBuildConfig`` field, e.g. ``novel:1+imagined_depth=box``).
 
     python benchmarks/fuse_compare.py --data houses160 --split val --cuts explore [--seeds 1]
         [--fuse novel,none,all,novel:2] [--reference novel] [--max-episodes 16] [--model DIR] [--threads 1]
@@ -21,7 +22,9 @@ noise: ``--fuse novel,runs/b/model@novel``); without one it is ``--model``'s.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+from dataclasses import fields
 import time
 
 from _results import write_results
@@ -32,6 +35,7 @@ import torch
 from pewm.assets import load_model, resolve_model_path
 from pewm.eval.benchmark import BenchmarkConfig, load_episodes, rollout_mode, score
 from pewm.eval.metrics import ColorLayoutFeatures
+from pewm.model import MemoryBuildConfig
 from pewm.rollout import FUSE_MODES
 
 CLASSES = ("novel", "revisit")
@@ -58,15 +62,27 @@ def episode_table(episodes, generated) -> dict[str, np.ndarray]:
     return out
 
 
-def parse_variant(spec: str, default_model: str | None) -> tuple[str | None, str, int | None]:
-    """``[MODEL_DIR@]MODE[:DELAY]`` -> ``(model directory or default_model, fuse mode, delay or None)``;
-    a ValueError names a bad spec."""
+def parse_variant(spec: str, default_model: str | None) -> tuple[str | None, str, int | None, dict]:
+    """``[MODEL_DIR@]MODE[:DELAY][+KEY=VALUE...]`` -> ``(model directory or default_model, fuse mode,
+    delay or None, memory options)``; a memory option is a ``MemoryBuildConfig`` field given as text
+    (e.g. ``novel:1+imagined_depth=box``); a ValueError names a bad spec."""
     where, _, rest = spec.rpartition("@")
+    rest, *options = rest.split("+")
     fuse, colon, delay = rest.partition(":")
     if fuse not in FUSE_MODES or (colon and not delay.isdigit()):
-        raise ValueError(f"--fuse {spec!r}: expected [MODEL_DIR@]MODE[:DELAY] with MODE one of {FUSE_MODES} and "
-                         "DELAY a number of chunks")
-    return where or default_model, fuse, int(delay) if colon else None
+        raise ValueError(f"--fuse {spec!r}: expected [MODEL_DIR@]MODE[:DELAY][+KEY=VALUE...] with MODE one of "
+                         f"{FUSE_MODES} and DELAY a number of chunks")
+    known = {f.name for f in fields(MemoryBuildConfig)}
+    opts = {}
+    for o in options:
+        key, eq, value = o.partition("=")
+        if not eq or key not in known:
+            raise ValueError(f"--fuse {spec!r}: memory option {o!r} is not KEY=VALUE with KEY one of {sorted(known)}")
+        try:
+            opts[key] = json.loads(value)  # numbers, null, lists
+        except json.JSONDecodeError:
+            opts[key] = value  # a name
+    return where or default_model, fuse, int(delay) if colon else None, opts
 
 
 def statistics(tables: list[dict], weights: np.ndarray) -> dict[str, np.ndarray]:
@@ -106,7 +122,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     models, builds = {}, {}  # per model directory: the model and its saved memory settings
-    for where, _, _ in variants.values():
+    for where, *_ in variants.values():
         if where not in models:
             models[where] = load_model(where)
             builds[where] = dict(getattr(models[where], "memory_build", None) or {})
@@ -118,13 +134,13 @@ def main() -> None:
     t0 = time.perf_counter()
     tables = {}
     for m in modes:
-        where, fuse, delay = variants[m]
+        where, fuse, delay, opts = variants[m]
         variant = models[where]
         if variant.config.reader != reader:
             ap.error(f"--fuse {m}: that model's reader is {variant.config.reader!r}, not {reader!r}")
         cfg = BenchmarkConfig(**{**base.__dict__, "fuse": fuse}).validate()
         chunks = builds[where].get("imagined_fuse_delay_chunks", 0) if delay is None else delay
-        variant.memory_build = {**builds[where], "imagined_fuse_delay_chunks": int(chunks)}
+        variant.memory_build = {**builds[where], "imagined_fuse_delay_chunks": int(chunks), **opts}
         tables[m] = [episode_table(episodes, rollout_mode(variant, reader, episodes, cfg, s)) for s in range(a.seeds)]
         print(f"fuse {m}: rolled out {len(episodes)} episodes x {a.seeds} seeds ({time.perf_counter() - t0:.0f} s)")
     E = len(episodes)

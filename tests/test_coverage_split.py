@@ -64,6 +64,10 @@ def test_main_reports_every_part_and_mode(split, small_dataset, tmp_path, monkey
         assert set(r["frames"][c]) == set(split.FRAME_MODES)
         # render-layout changes only the holes' depth: the render's RGB
         assert r["frames"][c]["render-layout"]["psnr"] == pytest.approx(r["frames"][c]["render-only"]["psnr"])
+        # model-layout changes only the model's depth (the holes': covered pixels take the render's)
+        assert r["frames"][c]["model-layout"]["psnr"] == pytest.approx(r["frames"][c]["model"]["psnr"])
+        assert r["pixels"][c]["covered"]["model-layout"]["absrel"] == pytest.approx(
+            r["pixels"][c]["covered"]["render-layout"]["absrel"])
         # the sweep at the default wall distance is the render-layout mode itself
         assert set(r["layout_walls"][c]) == {"1", "2"}
         assert r["layout_walls"][c]["2"]["absrel"] == pytest.approx(r["frames"][c]["render-layout"]["absrel"])

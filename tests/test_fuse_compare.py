@@ -62,11 +62,18 @@ def test_a_resampled_episode_counts_as_often_as_drawn_and_seeds_are_averaged(fc)
 
 
 def test_a_variant_names_its_model_fuse_mode_and_delay(fc):
-    assert fc.parse_variant("novel", None) == (None, "novel", None)
-    assert fc.parse_variant("none", "runs/a") == ("runs/a", "none", None)
-    assert fc.parse_variant("novel:2", "runs/a") == ("runs/a", "novel", 2)
-    assert fc.parse_variant("runs/b/model@novel:1", "runs/a") == ("runs/b/model", "novel", 1)
-    assert fc.parse_variant("/x@y/m@all", None) == ("/x@y/m", "all", None), "the last @ separates the mode"
+    assert fc.parse_variant("novel", None) == (None, "novel", None, {})
+    assert fc.parse_variant("none", "runs/a") == ("runs/a", "none", None, {})
+    assert fc.parse_variant("novel:2", "runs/a") == ("runs/a", "novel", 2, {})
+    assert fc.parse_variant("runs/b/model@novel:1", "runs/a") == ("runs/b/model", "novel", 1, {})
+    assert fc.parse_variant("/x@y/m@all", None) == ("/x@y/m", "all", None, {}), "the last @ separates the mode"
+    # memory options: names stay text, numbers and null are parsed
+    assert fc.parse_variant("novel:1+imagined_depth=box+imagined_edge_tol=0.1", None) == (
+        None, "novel", 1, {"imagined_depth": "box", "imagined_edge_tol": 0.1})
+    assert fc.parse_variant("novel+imagined_edge_tol=null", None)[3] == {"imagined_edge_tol": None}
     for bad in ("sometimes", "novel:x", "runs/b@", "novel:"):
         with pytest.raises(ValueError, match="MODEL_DIR@"):
+            fc.parse_variant(bad, None)
+    for bad in ("novel+imagined_depth", "novel+colour=red"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
             fc.parse_variant(bad, None)

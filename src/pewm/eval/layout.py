@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pewm.geometry import unproject_depth
-from pewm.geometry.layout import MIN_ROOM_HEIGHT_M, layout_depth, planes_from_heights
+from pewm.geometry.layout import MIN_ROOM_HEIGHT_M, column_wall_distances, layout_depth, planes_from_heights
 
 
 def room_planes(history_depth, history_poses, K, percentile: float = 2.0,
@@ -50,20 +50,12 @@ def room_planes(history_depth, history_poses, K, percentile: float = 2.0,
 
 def oracle_wall_distances(true_depth, plane_depth, margin: float = 0.9) -> np.ndarray:
     """``(T, w)`` per-column wall distances read from the **ground truth** (a diagnostic upper bound for
-    the layout family, never a baseline): the median true depth of the column's pixels nearer than
-    ``margin`` times the plane depth there (walls, furniture); columns without such pixels get the
-    farthest plane depth of the frame. ``true_depth`` and ``plane_depth`` (T, h, w) metres."""
-    g = np.asarray(true_depth, np.float64)
-    p = np.asarray(plane_depth, np.float64)
-    if g.ndim != 3 or g.shape != p.shape:
-        raise ValueError(f"oracle_wall_distances: need two (T, h, w) depth stacks, got {g.shape} and {p.shape}")
-    near = np.isfinite(g) & (g > 0) & (g < margin * p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
-        med = np.nanmedian(np.where(near, g, np.nan), axis=1)
-        far = np.nanmax(np.where(np.isfinite(p), p, np.nan).reshape(len(p), -1), axis=1)
-    far = np.where(np.isfinite(far), far, 1e3)
-    return np.where(np.isfinite(med), med, far[:, None])
+    the layout family, never a baseline): :func:`column_wall_distances` of ``true_depth``; columns
+    without wall pixels get the farthest plane depth of the frame."""
+    g = np.asarray(true_depth)
+    if g.ndim != 3 or g.shape != np.shape(plane_depth):
+        raise ValueError(f"oracle_wall_distances: need two (T, h, w) depth stacks, got {g.shape} and {np.shape(plane_depth)}")
+    return column_wall_distances(true_depth, plane_depth, margin)
 
 
-__all__ = ["MIN_ROOM_HEIGHT_M", "layout_depth", "oracle_wall_distances", "room_planes"]  # (re-exported from geometry)
+__all__ = ["MIN_ROOM_HEIGHT_M", "column_wall_distances", "layout_depth", "oracle_wall_distances", "room_planes"]  # (re-exported from geometry)

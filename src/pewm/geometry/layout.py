@@ -12,6 +12,8 @@ input (:mod:`pewm.model.readers.voxel_render`).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from pewm.geometry.projection import camera_rays
@@ -79,4 +81,45 @@ def layout_depth(target_poses, K, height: int, width: int, planes: tuple[float, 
     return np.minimum(out, t).astype(np.float32)
 
 
-__all__ = ["MIN_ROOM_HEIGHT_M", "PLANE_SUPPORT", "layout_depth", "planes_from_heights"]
+def column_wall_distances(depth, plane_depth, margin: float = 0.9, fallback: float | None = None) -> np.ndarray:
+    """``(T, w)`` per-column wall distances read from a depth stack: the median depth of the column's
+    pixels nearer than ``margin`` times the plane depth there (walls, furniture). Columns without such
+    pixels get ``fallback`` metres, or the frame's farthest plane depth when ``fallback`` is None.
+    ``depth`` and ``plane_depth`` (T, h, w) metres (invalid depth: NaN, inf or <= 0, is ignored).
+
+    Given the ground truth it is :func:`oracle_wall_distances`; given a model's imagined depth it
+    turns that depth into a box room (:func:`layout_depth`, :func:`box_depth`): planar floor and
+    ceiling, one wall distance per column, no speckle."""
+    g = np.asarray(depth, np.float64)
+    p = np.asarray(plane_depth, np.float64)
+    if g.ndim != 3 or g.shape != p.shape:
+        raise ValueError(f"column_wall_distances: need two (T, h, w) depth stacks, got {g.shape} and {p.shape}")
+    if fallback is not None and not (np.isfinite(fallback) and fallback > 0):
+        raise ValueError(f"column_wall_distances: fallback must be a positive number of metres, got {fallback}")
+    near = np.isfinite(g) & (g > 0) & (g < margin * p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: handled below
+        med = np.nanmedian(np.where(near, g, np.nan), axis=1)
+        far = np.nanmax(np.where(np.isfinite(p), p, np.nan).reshape(len(p), -1), axis=1)
+    if fallback is None:
+        far = np.where(np.isfinite(far), far, 1e3)
+    else:
+        far = np.full(len(p), float(fallback))
+    return np.where(np.isfinite(med), med, far[:, None])
+
+
+def box_depth(depth, poses, K, planes: tuple[float, float] | None, fallback: float = 2.0) -> np.ndarray:
+    """``(T, h, w)`` float32: the depth stack ``depth`` seen as a box room from ``poses`` (T, 4, 4) with
+    intrinsics ``K``: the floor and ceiling ``planes`` (world heights) and, per column, the wall at
+    :func:`column_wall_distances` of ``depth`` (``fallback`` metres where the column shows none).
+    Imagined depth made into walls and floor: one distance per column instead of per-pixel noise, so
+    fusing it leaves surfaces, not radial streaks (``MemoryBuildConfig.imagined_depth``)."""
+    d = np.asarray(depth, np.float64)
+    if d.ndim != 3:
+        raise ValueError(f"box_depth: depth must have shape (T, h, w), got {d.shape}")
+    T, h, w = d.shape
+    plane = layout_depth(poses, K, h, w, planes, 1e3)
+    return layout_depth(poses, K, h, w, planes, column_wall_distances(d, plane, fallback=fallback))
+
+
+__all__ = ["MIN_ROOM_HEIGHT_M", "PLANE_SUPPORT", "box_depth", "column_wall_distances", "layout_depth", "planes_from_heights"]

@@ -22,6 +22,10 @@ from pewm.model.frame_ops import scale_intrinsics
 from pewm.model.readers import MemoryInput, reader_class
 
 
+IMAGINED_DEPTHS = ("model", "box")
+"""How generated depth is fused (``MemoryBuildConfig.imagined_depth``)."""
+
+
 @dataclass
 class MemoryBuildConfig:
     """How a clip's memory is built from its ground-truth history (§4 "Training").
@@ -37,7 +41,11 @@ class MemoryBuildConfig:
     of its 8 neighbours by more than this fraction (the blurred depth edges of imagined frames
     otherwise fuse as streaks of points between a foreground and its background; None: fuse all);
     ``imagined_fuse_delay_chunks``: a generated chunk is fused into a rollout's memory only after this
-    many later chunks were generated (0: at once; :meth:`pewm.rollout.RolloutMemory.add`).
+    many later chunks were generated (0: at once; :meth:`pewm.rollout.RolloutMemory.add`);
+    ``imagined_depth``: the depth a generated frame is fused with: ``model`` (as generated) or ``box``
+    (:func:`pewm.geometry.layout.box_depth`: the observed floor and ceiling planes and one wall
+    distance per column read from the generated depth; as generated when the observed frames show
+    no room).
     """
 
     extractor: str = "auto"
@@ -49,8 +57,11 @@ class MemoryBuildConfig:
     render_supersample: int = 1
     imagined_edge_tol: float | None = None
     imagined_fuse_delay_chunks: int = 0
+    imagined_depth: str = "model"
 
     def __post_init__(self) -> None:
+        if self.imagined_depth not in IMAGINED_DEPTHS:
+            raise ValueError(f"MemoryBuildConfig.imagined_depth must be one of {IMAGINED_DEPTHS}, got {self.imagined_depth!r}")
         if self.imagined_edge_tol is not None and not (
             isinstance(self.imagined_edge_tol, (int, float)) and not isinstance(self.imagined_edge_tol, bool)
             and self.imagined_edge_tol > 0
@@ -192,4 +203,4 @@ class MemoryBuilder:
         return self.read(store, current_pose, target_poses, K_model)
 
 
-__all__ = ["MemoryBuildConfig", "MemoryBuilder", "resolve_extractor"]
+__all__ = ["IMAGINED_DEPTHS", "MemoryBuildConfig", "MemoryBuilder", "resolve_extractor"]

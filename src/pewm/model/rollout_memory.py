@@ -19,7 +19,8 @@ import copy as _copy
 import numpy as np
 import torch
 
-from pewm.geometry import Intrinsics, intrinsics_matrix
+from pewm.geometry import Intrinsics, intrinsics_matrix, unproject_depth
+from pewm.geometry.layout import box_depth, planes_from_heights
 from pewm.memory import PersistentMap
 from pewm.model.frame_ops import scale_intrinsics
 from pewm.model.memory_build import MemoryBuilder
@@ -111,6 +112,9 @@ class RolloutMemory:
         self.frames_added = 0
         # generated chunks waiting to be fused (MemoryBuildConfig.imagined_fuse_delay_chunks), oldest first
         self._pending: list[tuple] = []
+        # heights of observed surface points (MemoryBuildConfig.imagined_depth == "box"): the room's planes
+        self._heights: list[np.ndarray] = []
+        self._planes: tuple[float, float] | None = None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -169,6 +173,8 @@ class RolloutMemory:
         later chunks were added, so the next chunk is not conditioned on the renders of the chunk just
         imagined (it continues from that chunk's last frame), while places imagined earlier are remembered.
         """
+        if not imagined and self.builder.cfg.imagined_depth == "box":
+            self._observe_heights(*_as_frames(rgb, depth, poses, K)[1:])
         delay = self.builder.cfg.imagined_fuse_delay_chunks
         if imagined and delay:
             self._pending.append((*_as_frames(rgb, depth, poses, K), novel_only))
@@ -184,7 +190,33 @@ class RolloutMemory:
             r, d, p, k, nov = self._pending.pop(0)
             self._fuse(r, d, p, k, nov, imagined=True)
 
+    # observed heights kept per frame: an even subsample (the planes are percentiles)
+    HEIGHTS_PER_FRAME = 256
+
+    def _observe_heights(self, depth: torch.Tensor, poses: torch.Tensor, K64: np.ndarray) -> None:
+        """Keep a subsample of the heights of the observed frames' points and re-estimate the room's
+        floor and ceiling (:func:`pewm.geometry.layout.planes_from_heights`)."""
+        if depth.shape[0] == 0:
+            return
+        ok = (torch.isfinite(depth) & (depth > 0) & (depth <= self.builder.cfg.max_depth)).reshape(len(depth), -1)
+        pts = unproject_depth(torch.nan_to_num(depth, nan=0.0, posinf=0.0), torch.from_numpy(K64.astype(np.float32)),
+                              poses)[..., 2].reshape(len(depth), -1)
+        for z, m in zip(pts.numpy(), ok.numpy()):
+            z = z[m]
+            if z.size:
+                self._heights.append(z[:: max(1, z.size // self.HEIGHTS_PER_FRAME)])
+        if self._heights:
+            self._planes = planes_from_heights(np.concatenate(self._heights))
+
+    @property
+    def planes(self) -> tuple[float, float] | None:
+        """``(floor_z, ceiling_z)`` of the observed frames (``imagined_depth="box"``), or None."""
+        return self._planes
+
     def _fuse(self, rgb, depth, poses, K, novel_only: bool, imagined: bool) -> None:
+        if imagined and self.builder.cfg.imagined_depth == "box" and self._planes is not None:
+            rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
+            depth = torch.from_numpy(box_depth(depth_t.numpy(), poses.numpy(), K, self._planes))
         tol = self.builder.cfg.imagined_edge_tol
         if imagined and tol is not None and self.pmap is not None:
             rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
