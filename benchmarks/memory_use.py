@@ -8,7 +8,9 @@ of classifier-free guidance). The paired difference ``dropped - given`` is > 0 w
 helps; its 95 % interval is a bootstrap over clips (the unit that varies: which places were seen).
 
 Given a training run (``RUN/checkpoints/step_*``), every checkpoint's EMA weights are measured on the
-same clips and draws: the curve of how the use of memory grows with training (``--plot``).
+same clips and draws: the curve of how the use of memory grows with training (``--plot``). With
+several ``--model``, each later model's last weights are also compared with the first's, clip by
+clip on the same noise (``versus_first``: e.g. a longer training against the shipped model).
 
     python benchmarks/memory_use.py --model runs/s2_xattn [--model src/pewm/assets/models/tiny-voxel-render]
         --data houses160 [--split val] [--clips 32] [--draws 4] [--every 1]
@@ -95,6 +97,24 @@ def summarise(given: np.ndarray, dropped: np.ndarray, boot: int = 2000, seed: in
             "clips_helped": float((d > 0).mean())}
 
 
+def versus_first(per_clip: dict[str, tuple[np.ndarray, np.ndarray]], boot: int = 2000, seed: int = 0) -> dict:
+    """Paired differences of every model's per-clip losses to the first model's (same clips, same
+    noise): ``{spec: {"given": {mean, ci95}, "dropped": {...}}}`` for the models after the first;
+    ``mean`` < 0 is a lower loss than the first model's; intervals are a bootstrap over clips."""
+    specs = list(per_clip)
+    out = {}
+    rng = np.random.default_rng(seed)
+    for spec in specs[1:]:
+        row = {}
+        for j, name in enumerate(("given", "dropped")):
+            d = per_clip[spec][j] - per_clip[specs[0]][j]
+            means = d[rng.integers(0, len(d), (boot, len(d)))].mean(1)
+            row[name] = {"mean": float(d.mean()),
+                         "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]}
+        out[spec] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", required=True,
@@ -114,7 +134,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.clips < 2 or a.draws < 1 or a.every < 1:
         ap.error("--clips must be >= 2, --draws and --every >= 1")
-    results, clips_cache = {}, {}
+    results, clips_cache, final = {}, {}, {}  # final: per model, its last weights' per-clip losses
     for spec in a.model:
         path = Path(spec)
         if not path.exists():
@@ -135,12 +155,21 @@ def main() -> None:
             g, dr = paired_losses(model, clips_cache[key], a.draws, a.seed)
             row = {"step": step, "dir": str(d), "reader": model.config.reader, **summarise(g, dr)}
             rows.append(row)
+            final[spec] = (key, g, dr)  # (rows are oldest first: the last one stays)
             print(f"{spec} step {step}: reader {row['reader']}, loss given {row['loss_given']:.5f} dropped "
                   f"{row['loss_dropped']:.5f}, gain {row['gain']:+.5f} [{row['gain_ci95'][0]:+.5f}, "
                   f"{row['gain_ci95'][1]:+.5f}], {100 * row['clips_helped']:.0f} % of clips helped")
         results[spec] = rows
+    first_key = next(iter(final.values()))[0]  # models on other clips (another H) are not compared
+    comparable = {k: (g, dr) for k, (key, g, dr) in final.items() if key == first_key}
+    versus = versus_first(comparable) if len(comparable) > 1 else {}
+    for spec, row in versus.items():
+        g = row["given"]
+        print(f"{spec} minus {next(iter(comparable))}: loss given {g['mean']:+.5f} [{g['ci95'][0]:+.5f}, "
+              f"{g['ci95'][1]:+.5f}] (same clips and noise)")
     write_results(a.out, {"data": a.data, "split": a.split, "clips": a.clips, "draws": a.draws, "seed": a.seed,
-                          "machine": platform.processor() or platform.machine(), "models": results})
+                          "machine": platform.processor() or platform.machine(), "models": results,
+                          "versus_first": versus})
     if a.plot:
         import matplotlib
         matplotlib.use("Agg")

@@ -65,3 +65,16 @@ def test_main_measures_every_checkpoint_of_a_run_and_a_model_dir(memory_use, sma
     assert [row["step"] for row in r["models"][str(run)]] == [2, 4]
     assert [row["step"] for row in r["models"][str(single)]] == [None]
     assert all(row["reader"] == "voxel-render" and row["gain"] == 0.0 for rows in r["models"].values() for row in rows)
+    # the same weights on the same clips and noise: a paired difference of exactly zero
+    assert r["versus_first"][str(single)]["given"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+
+
+def test_versus_first_is_paired_clip_by_clip(memory_use):
+    base = (np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 2.0, 2.0, 2.0]))
+    better = (base[0] - np.array([0.1, 0.2, 0.1, 0.2]), base[1] + 1.0)
+    v = memory_use.versus_first({"a": base, "b": better}, boot=500)
+    assert set(v) == {"b"}
+    assert v["b"]["given"]["mean"] == pytest.approx(-0.15)
+    lo, hi = v["b"]["given"]["ci95"]
+    assert -0.2 - 1e-9 <= lo <= -0.15 <= hi <= -0.1 + 1e-9  # paired: the clips' spread (1..4) does not enter
+    assert v["b"]["dropped"]["mean"] == pytest.approx(1.0)
