@@ -22,9 +22,7 @@ noise: ``--fuse novel,runs/b/model@novel``); without one it is ``--model``'s; an
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-from dataclasses import fields
 import time
 
 from _results import write_results
@@ -37,6 +35,7 @@ from pewm.eval.benchmark import BenchmarkConfig, load_episodes, rollout_mode, sc
 from pewm.eval.metrics import ColorLayoutFeatures
 from pewm.model import MemoryBuildConfig
 from pewm.rollout import FUSE_MODES
+from pewm.train.config import memory_options
 
 CLASSES = ("novel", "revisit")
 STATS = ("psnr", "psnr_mse", "absrel", "delta1")
@@ -65,23 +64,27 @@ def episode_table(episodes, generated) -> dict[str, np.ndarray]:
 def parse_variant(spec: str, default_model: str | None) -> tuple[str | None, str, int | None, dict]:
     """``[MODEL_DIR@]MODE[:DELAY][+KEY=VALUE...]`` -> ``(model directory or default_model, fuse mode,
     delay or None, memory options)``; a memory option is a ``MemoryBuildConfig`` field given as text
-    (e.g. ``novel:1+imagined_depth=box``); a ValueError names a bad spec."""
+    (e.g. ``novel:1+imagined_depth=box``; a value is read as JSON, else as text, so it cannot hold a
+    ``+``); a ValueError names a bad spec."""
     where, _, rest = spec.rpartition("@")
     rest, *options = rest.split("+")
     fuse, colon, delay = rest.partition(":")
     if fuse not in FUSE_MODES or (colon and not delay.isdigit()):
         raise ValueError(f"--fuse {spec!r}: expected [MODEL_DIR@]MODE[:DELAY][+KEY=VALUE...] with MODE one of "
                          f"{FUSE_MODES} and DELAY a number of chunks")
-    known = {f.name for f in fields(MemoryBuildConfig)}
     opts = {}
     for o in options:
         key, eq, value = o.partition("=")
-        if not eq or key not in known:
-            raise ValueError(f"--fuse {spec!r}: memory option {o!r} is not KEY=VALUE with KEY one of {sorted(known)}")
-        try:
-            opts[key] = json.loads(value)  # numbers, null, lists
-        except json.JSONDecodeError:
-            opts[key] = value  # a name
+        if not eq:
+            raise ValueError(f"--fuse {spec!r}: memory option {o!r} is not KEY=VALUE")
+        opts[key] = value
+    if colon and "imagined_fuse_delay_chunks" in opts:
+        raise ValueError(f"--fuse {spec!r}: give the delay once, as :DELAY or as +imagined_fuse_delay_chunks=")
+    try:  # checked now, not after earlier variants ran; a value is JSON, else a bare string
+        checked = memory_options(MemoryBuildConfig(), opts).to_dict()
+    except ValueError as e:
+        raise ValueError(f"--fuse {spec!r}: {e}") from None
+    opts = {k: checked[k] for k in opts}
     return where or default_model, fuse, int(delay) if colon else None, opts
 
 

@@ -10,7 +10,8 @@ helps; its 95 % interval is a bootstrap over clips (the unit that varies: which 
 Given a training run (``RUN/checkpoints/step_*``), every checkpoint's EMA weights are measured on the
 same clips and draws: the curve of how the use of memory grows with training (``--plot``). With
 several ``--model``, each later model's last weights are also compared with the first's, clip by
-clip on the same noise (``versus_first``: e.g. a longer training against the shipped model).
+clip on the same noise (``versus_first``: e.g. a longer training against the shipped model; only
+models that generate as many frames per clip as the first, hence read the same clips).
 
     python benchmarks/memory_use.py --model runs/s2_xattn [--model src/pewm/assets/models/tiny-voxel-render]
         --data houses160 [--split val] [--clips 32] [--draws 4] [--every 1]

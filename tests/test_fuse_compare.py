@@ -74,6 +74,11 @@ def test_a_variant_names_its_model_fuse_mode_and_delay(fc):
     for bad in ("sometimes", "novel:x", "runs/b@", "novel:"):
         with pytest.raises(ValueError, match="MODEL_DIR@"):
             fc.parse_variant(bad, None)
-    for bad in ("novel+imagined_depth", "novel+colour=red"):
-        with pytest.raises(ValueError, match="KEY=VALUE"):
-            fc.parse_variant(bad, None)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        fc.parse_variant("novel+imagined_depth", None)
+    with pytest.raises(ValueError, match="unknown setting 'colour'"):
+        fc.parse_variant("novel+colour=red", None)
+    with pytest.raises(ValueError, match="imagined_depth must be one of"):  # checked before anything runs
+        fc.parse_variant("novel+imagined_depth=plane", None)
+    with pytest.raises(ValueError, match="give the delay once"):
+        fc.parse_variant("novel:1+imagined_fuse_delay_chunks=2", None)

@@ -93,14 +93,16 @@ def test_imagined_frames_are_fused_as_a_box_and_observed_frames_as_they_are():
     np.testing.assert_array_equal(fused[-1], depth_h)
     assert mem.planes == pytest.approx(PLANES, abs=0.05)
     mem.add(rgb, noisy, P, K, imagined=True)
-    np.testing.assert_allclose(fused[-1], box_depth(noisy, P, K, mem.planes), rtol=1e-6)
+    np.testing.assert_allclose(fused[-1], box_depth(noisy, P, K, mem.planes, fallback=1e3), rtol=1e-6)
     assert _absrel(fused[-1], depth) < 0.5 * _absrel(noisy, depth)
+    assert mem.planes == pytest.approx(PLANES, abs=0.05), "imagined frames never move the planes"
+    assert mem.copy().planes == mem.planes
     # novel-only fusion of a generated frame fuses the box depth where the map is empty
     mem, fused = _memory("box")
     mem.add(rgb_h, depth_h, P_h, K)
     mem.add(rgb, noisy, P, K, novel_only=True, imagined=True)
     got = fused[-1][0]
-    boxed = box_depth(noisy, P, K, mem.planes)[0]
+    boxed = box_depth(noisy, P, K, mem.planes, fallback=1e3)[0]
     assert np.all((got == 0) | np.isclose(got, boxed, rtol=1e-6)) and (got > 0).any()
 
     plain, fused_plain = _memory("model")
@@ -122,4 +124,44 @@ def test_without_a_room_in_the_observed_frames_imagined_depth_is_fused_as_genera
     np.testing.assert_array_equal(fused[-1], noisy)
     with pytest.raises(ValueError, match="imagined_depth"):
         MemoryBuildConfig(imagined_depth="plane")
-    assert torch.is_tensor(torch.as_tensor(fused[-1]))
+
+
+def _room_memory(**cfg) -> tuple[RolloutMemory, list[np.ndarray]]:
+    mem, fused = _memory("box")
+    mem.builder.cfg = MemoryBuildConfig(imagined_depth="box", **cfg)
+    K = S.intrinsics(SIZE).matrix
+    mem.add(*S.frames(S.look_around(1.5, 2.5, 4), K, SIZE, SIZE, with_box=False)[:2],
+            np.stack(S.look_around(1.5, 2.5, 4)), K)
+    return mem, fused
+
+
+def test_a_delayed_chunk_is_boxed_when_it_is_fused_and_a_tilted_camera_keeps_its_depth():
+    K = S.intrinsics(SIZE).matrix
+    rgb, depth, P, _ = _view(4.0, 2.5, 0.0)
+    noisy = _noisy(depth, seed=2)
+    mem, fused = _room_memory(imagined_fuse_delay_chunks=1)
+    n = len(fused)
+    mem.add(rgb, noisy, P, K, imagined=True)
+    assert len(fused) == n and mem.pending == 1  # waiting: nothing fused yet
+    mem.add(rgb, noisy, P, K, imagined=True)  # the next chunk fuses the first, as a box
+    np.testing.assert_allclose(fused[-1], box_depth(noisy, P, K, mem.planes, fallback=1e3), rtol=1e-6)
+    tilted = np.stack([S.pose(4.0, 2.5, 0.0, pitch_deg=-30.0)])
+    _, d_t, _ = S.frames(tilted, K, SIZE, SIZE, with_box=False)
+    mem.add(rgb, _noisy(d_t), tilted, K, imagined=True)
+    mem.flush()
+    np.testing.assert_array_equal(fused[-1], _noisy(d_t))  # the box assumes a level camera
+
+
+def test_edges_are_those_of_the_generated_depth_not_of_the_box():
+    K = S.intrinsics(SIZE).matrix
+    rgb, depth, P, _ = _view(4.0, 2.5, 0.0)
+    noisy = _noisy(depth, seed=3, spread=0.01)  # smooth, with far speckles: their edges
+    mem, fused = _room_memory(imagined_edge_tol=0.1)
+    mem.add(rgb, noisy, P, K, imagined=True)
+    from pewm.model.rollout_memory import depth_edges
+
+    edges = depth_edges(torch.as_tensor(noisy), 0.1).numpy()
+    boxed = box_depth(noisy, P, K, mem.planes, fallback=1e3)
+    assert 0 < edges.mean() < 1
+    np.testing.assert_array_equal(fused[-1] == 0, edges)
+    np.testing.assert_allclose(fused[-1][~edges], boxed[~edges], rtol=1e-6)

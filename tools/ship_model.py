@@ -15,7 +15,6 @@ it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each traine
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pewm.assets import DEFAULT_MODEL, MODELS_DIR, resolve_model_path
 from pewm.model import WorldModel
 from pewm.model.config import ANCHORS
 from pewm.model.memory_build import MemoryBuildConfig
+from pewm.train.config import memory_options
 
 
 def main() -> None:
@@ -51,17 +51,14 @@ def main() -> None:
         key, sep, value = kv.partition("=")
         if not sep:
             raise SystemExit(f"--memory-option {kv!r}: expected KEY=VALUE")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            raise SystemExit(f"--memory-option {kv!r}: the value must be JSON (e.g. 8, 0.1, true, null)") from None
+        options[key] = value
     if args.render_supersample is not None:
-        options["render_supersample"] = args.render_supersample
+        options["render_supersample"] = str(args.render_supersample)
     if options:
-        try:
-            build = MemoryBuildConfig.from_dict({**(model.memory_build or {}), **options})
+        try:  # a value is read as JSON, else as a bare string (imagined_depth=box)
+            build = memory_options(MemoryBuildConfig.from_dict(model.memory_build or {}), options)
         except (TypeError, ValueError) as e:
-            raise SystemExit(f"--memory-option: {e}") from None
+            raise SystemExit(str(e)) from None
         model.memory_build = build.to_dict()
     out = MODELS_DIR / args.name
     tmp = out.with_name(out.name + ".tmp")

@@ -15,8 +15,6 @@ whose up axis is unknown get no planes (:func:`room_planes` returns None) and a 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 

@@ -5,9 +5,12 @@ a world frame with z up, pewm's convention), :func:`layout_depth` gives the z-de
 pixel's ray meets the nearer of the two planes, capped by a wall at a given z-depth (one number, or
 one per view and image column). :func:`planes_from_heights` finds the two planes among the heights
 of observed surface points and refuses what does not look like a room, so that a recording whose
-world frame is not z-up gets no planes instead of wrong ones. Used by the ``render-layout``
-benchmark baseline (:mod:`pewm.eval.layout`) and the ``voxel-render`` reader's ``layout_prior``
-input (:mod:`pewm.model.readers.voxel_render`).
+world frame is not z-up gets no planes instead of wrong ones. :func:`column_wall_distances` reads one
+wall distance per column from a depth map, and :func:`box_depth` turns a depth map into the box it
+suggests. Used by the ``render-layout`` benchmark baseline (:mod:`pewm.eval.layout`), the
+``voxel-render`` reader's ``layout_prior`` input (:mod:`pewm.model.readers.voxel_render`) and a
+rollout memory's ``imagined_depth="box"`` fusion (:mod:`pewm.model.rollout_memory`). A wall at one
+z-depth per column is exact for a level camera (pewm's simulator) and approximate otherwise.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def column_wall_distances(depth, plane_depth, margin: float = 0.9, fallback: flo
     pixels get ``fallback`` metres, or the frame's farthest plane depth when ``fallback`` is None.
     ``depth`` and ``plane_depth`` (T, h, w) metres (invalid depth: NaN, inf or <= 0, is ignored).
 
-    Given the ground truth it is :func:`oracle_wall_distances`; given a model's imagined depth it
+    Given the ground truth it is :func:`pewm.eval.layout.oracle_wall_distances`; given a model's imagined depth it
     turns that depth into a box room (:func:`layout_depth`, :func:`box_depth`): planar floor and
     ceiling, one wall distance per column, no speckle."""
     g = np.asarray(depth, np.float64)
@@ -111,7 +114,8 @@ def column_wall_distances(depth, plane_depth, margin: float = 0.9, fallback: flo
 def box_depth(depth, poses, K, planes: tuple[float, float] | None, fallback: float = 2.0) -> np.ndarray:
     """``(T, h, w)`` float32: the depth stack ``depth`` seen as a box room from ``poses`` (T, 4, 4) with
     intrinsics ``K``: the floor and ceiling ``planes`` (world heights) and, per column, the wall at
-    :func:`column_wall_distances` of ``depth`` (``fallback`` metres where the column shows none).
+    :func:`column_wall_distances` of ``depth`` (``fallback`` metres where the column shows none; a
+    large fallback puts no wall there). Without ``planes`` every pixel is its column's wall.
     Imagined depth made into walls and floor: one distance per column instead of per-pixel noise, so
     fusing it leaves surfaces, not radial streaks (``MemoryBuildConfig.imagined_depth``)."""
     d = np.asarray(depth, np.float64)

@@ -113,7 +113,7 @@ class RolloutMemory:
         # generated chunks waiting to be fused (MemoryBuildConfig.imagined_fuse_delay_chunks), oldest first
         self._pending: list[tuple] = []
         # heights of observed surface points (MemoryBuildConfig.imagined_depth == "box"): the room's planes
-        self._heights: list[np.ndarray] = []
+        self._heights = np.zeros(0, np.float32)
         self._planes: tuple[float, float] | None = None
 
     # -- construction ----------------------------------------------------------------------------
@@ -171,7 +171,9 @@ class RolloutMemory:
         depth discontinuity (:func:`depth_edges`) are not fused; with ``imagined_fuse_delay_chunks`` D > 0
         they wait: the frames of one call (a generated chunk) are fused, as asked and in order, once D
         later chunks were added, so the next chunk is not conditioned on the renders of the chunk just
-        imagined (it continues from that chunk's last frame), while places imagined earlier are remembered.
+        imagined (it continues from that chunk's last frame), while places imagined earlier are remembered;
+        with ``imagined_depth="box"`` their depth is fused as the observed room's box (:meth:`_boxed`),
+        whose floor and ceiling come from the observed frames only.
         """
         if not imagined and self.builder.cfg.imagined_depth == "box":
             self._observe_heights(*_as_frames(rgb, depth, poses, K)[1:])
@@ -190,8 +192,11 @@ class RolloutMemory:
             r, d, p, k, nov = self._pending.pop(0)
             self._fuse(r, d, p, k, nov, imagined=True)
 
-    # observed heights kept per frame: an even subsample (the planes are percentiles)
+    # observed heights kept per frame, and at most in all: even subsamples (the planes are percentiles)
     HEIGHTS_PER_FRAME = 256
+    MAX_HEIGHTS = 65536
+    # box depth (imagined_depth="box") assumes a level camera: a column of a wall has one z-depth
+    BOX_MAX_TILT_DEG = 10.0
 
     def _observe_heights(self, depth: torch.Tensor, poses: torch.Tensor, K64: np.ndarray) -> None:
         """Keep a subsample of the heights of the observed frames' points and re-estimate the room's
@@ -201,26 +206,48 @@ class RolloutMemory:
         ok = (torch.isfinite(depth) & (depth > 0) & (depth <= self.builder.cfg.max_depth)).reshape(len(depth), -1)
         pts = unproject_depth(torch.nan_to_num(depth, nan=0.0, posinf=0.0), torch.from_numpy(K64.astype(np.float32)),
                               poses)[..., 2].reshape(len(depth), -1)
+        kept = [self._heights]
         for z, m in zip(pts.numpy(), ok.numpy()):
             z = z[m]
-            if z.size:
-                self._heights.append(z[:: max(1, z.size // self.HEIGHTS_PER_FRAME)])
-        if self._heights:
-            self._planes = planes_from_heights(np.concatenate(self._heights))
+            kept.append(z[:: max(1, z.size // self.HEIGHTS_PER_FRAME)])
+        self._heights = np.concatenate(kept)
+        if self._heights.size > self.MAX_HEIGHTS:
+            self._heights = self._heights[::2]
+        if self._heights.size:
+            self._planes = planes_from_heights(self._heights)
 
     @property
     def planes(self) -> tuple[float, float] | None:
         """``(floor_z, ceiling_z)`` of the observed frames (``imagined_depth="box"``), or None."""
         return self._planes
 
+    def _boxed(self, depth: torch.Tensor, poses: torch.Tensor, K64: np.ndarray) -> torch.Tensor:
+        """``imagined_depth="box"``: generated depth as the observed room's floor and ceiling and one
+        wall per column (:func:`pewm.geometry.layout.box_depth`; no wall where a column shows none, so
+        nothing is invented there), for level cameras (tilt and roll under ``BOX_MAX_TILT_DEG``);
+        other frames, and any frame without known planes, keep the generated depth."""
+        if self._planes is None:
+            return depth
+        P = poses.numpy().astype(np.float64)
+        level = (np.abs(P[:, 2, 2]) < np.sin(np.radians(self.BOX_MAX_TILT_DEG))) & (
+            np.abs(P[:, 2, 0]) < np.sin(np.radians(self.BOX_MAX_TILT_DEG)))
+        if not level.any():
+            return depth
+        out = depth.clone()
+        boxed = box_depth(depth[level].numpy(), P[level], K64, self._planes, fallback=1e3)
+        out[torch.from_numpy(level)] = torch.from_numpy(boxed)
+        return out
+
     def _fuse(self, rgb, depth, poses, K, novel_only: bool, imagined: bool) -> None:
-        if imagined and self.builder.cfg.imagined_depth == "box" and self._planes is not None:
+        cfg = self.builder.cfg
+        tol = cfg.imagined_edge_tol
+        if imagined and ((tol is not None and self.pmap is not None) or cfg.imagined_depth == "box"):
             rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
-            depth = torch.from_numpy(box_depth(depth_t.numpy(), poses.numpy(), K, self._planes))
-        tol = self.builder.cfg.imagined_edge_tol
-        if imagined and tol is not None and self.pmap is not None:
-            rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
-            depth = torch.where(depth_edges(depth_t, float(tol)), torch.zeros_like(depth_t), depth_t)
+            # edges of the depth as generated (its flying pixels), not of the box made from it
+            edges = depth_edges(depth_t, float(tol)) if tol is not None and self.pmap is not None else None
+            if cfg.imagined_depth == "box":
+                depth_t = self._boxed(depth_t, poses, K)
+            depth = depth_t if edges is None else torch.where(edges, torch.zeros_like(depth_t), depth_t)
         pmap = self.pmap
         if novel_only and pmap is not None and pmap.surface is not None:
             rgb_a, depth_a, poses_a, K64 = _as_frames(rgb, depth, poses, K)
