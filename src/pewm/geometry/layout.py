@@ -121,7 +121,7 @@ def box_depth(depth, poses, K, planes: tuple[float, float] | None, fallback: flo
     d = np.asarray(depth, np.float64)
     if d.ndim != 3:
         raise ValueError(f"box_depth: depth must have shape (T, h, w), got {d.shape}")
-    T, h, w = d.shape
+    _, h, w = d.shape
     plane = layout_depth(poses, K, h, w, planes, 1e3)
     return layout_depth(poses, K, h, w, planes, column_wall_distances(d, plane, fallback=fallback))
 
