@@ -11,10 +11,13 @@ Given a training run (``RUN/checkpoints/step_*``), every checkpoint's EMA weight
 same clips and draws: the curve of how the use of memory grows with training (``--plot``). With
 several ``--model``, each later model's last weights are also compared with the first's, clip by
 clip on the same noise (``versus_first``: e.g. a longer training against the shipped model; only
-models that generate as many frames per clip as the first, hence read the same clips).
+models that generate as many frames per clip as the first, hence read the same clips). Every row also
+has the mean losses per bin of the clips' revisit share (``by_share``), and with ``--timesteps``
+the last weights' losses at those fixed noise levels (``by_timestep``): where a loss falls.
 
     python benchmarks/memory_use.py --model runs/s2_xattn [--model src/pewm/assets/models/tiny-voxel-render]
         --data houses160 [--split val] [--clips 32] [--draws 4] [--every 1]
+        [--timesteps 20,100,250,400,550,700,850,950,999]
         [--out benchmarks/results/memory_use.json] [--plot memory_use.png]
 """
 
@@ -88,6 +91,47 @@ def paired_losses(model: WorldModel, clips: list, draws: int, seed: int, batch: 
     return r["given"], r["dropped"]
 
 
+@torch.no_grad()
+def timestep_losses(model: WorldModel, clips: list, timesteps: list[int], seed: int,
+                    batch: int = 8) -> dict[str, np.ndarray]:
+    """Per-clip v-prediction loss at fixed diffusion timesteps ``{"given"|"dropped": (clips, T)}``:
+    one noise draw per clip (seeded by ``seed`` and the batch, so every model sees the same noise),
+    the memory built from the clip's ground-truth history or dropped. Where along the noise levels
+    does a model's loss differ?"""
+    model.eval()
+    builder = MemoryBuilder.for_model(model)
+    sched = model.diffusion.train_scheduler
+    out = {"given": [], "dropped": []}
+    for b0 in range(0, len(clips), batch):
+        x0, cond = model.condition(collate_clips(clips[b0:b0 + batch], model.config, builder, None))
+        conds = {"given": cond, "dropped": cond.drop_memory(torch.zeros(x0.shape[0], dtype=torch.bool))}
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed) * 7919 + b0))
+        for name, c in conds.items():
+            cols = []
+            for t in timesteps:
+                tt = torch.full((x0.shape[0],), int(t), dtype=torch.long)
+                v = sched.get_velocity(x0, noise, tt)
+                pred = model.denoiser(sched.add_noise(x0, noise, tt), tt, c)
+                cols.append((pred.float() - v.float()).pow(2).flatten(1).mean(1).numpy())
+            out[name].append(np.stack(cols, axis=1))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+SHARE_BINS = ((0.0, 0.5), (0.5, 0.8), (0.8, 1.0))
+"""Bins of a clip's ``revisit_share`` (the share of its target pixels the history saw)."""
+
+
+def by_share(given: np.ndarray, dropped: np.ndarray, shares: np.ndarray) -> dict:
+    """Mean losses per bin of :data:`SHARE_BINS` (the last bin includes 1): do the losses fall on
+    clips of unseen places as much as on revisits?"""
+    out = {}
+    for lo, hi in SHARE_BINS:
+        m = (shares >= lo) & ((shares <= hi) if hi >= 1.0 else (shares < hi))
+        out[f"{lo:g}-{hi:g}"] = {"clips": int(m.sum()), "given": float(given[m].mean()) if m.any() else None,
+                                 "dropped": float(dropped[m].mean()) if m.any() else None}
+    return out
+
+
 def summarise(given: np.ndarray, dropped: np.ndarray, boot: int = 2000, seed: int = 0) -> dict:
     d = dropped - given
     rng = np.random.default_rng(seed)
@@ -130,7 +174,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/memory_use.json")
     ap.add_argument("--plot", default=None, help="PNG of the gain against training step (runs only)")
+    ap.add_argument("--timesteps", default=None,
+                    help="comma-separated diffusion timesteps: also each model's last weights' loss at each")
     a = ap.parse_args()
+    try:
+        timesteps = [int(t) for t in a.timesteps.split(",") if t.strip()] if a.timesteps else []
+    except ValueError:
+        ap.error(f"--timesteps {a.timesteps!r}: expected comma-separated integers")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.clips < 2 or a.draws < 1 or a.every < 1:
@@ -154,7 +204,16 @@ def main() -> None:
             if key not in clips_cache:
                 clips_cache[key] = fixed_clips(a.data, a.split, model.config.frames, a.clips, a.seed)
             g, dr = paired_losses(model, clips_cache[key], a.draws, a.seed)
-            row = {"step": step, "dir": str(d), "reader": model.config.reader, **summarise(g, dr)}
+            row = {"step": step, "dir": str(d), "reader": model.config.reader, **summarise(g, dr),
+                   "by_share": by_share(g, dr, np.array([c.revisit_share for c in clips_cache[key]]))}
+            if timesteps and (step, d) == targets[-1]:
+                n = model.diffusion.cfg.num_train_timesteps
+                if not all(0 <= t < n for t in timesteps):
+                    ap.error(f"--timesteps {a.timesteps!r}: each must be in [0, {n})")
+                tl = timestep_losses(model, clips_cache[key], timesteps, a.seed)
+                row["by_timestep"] = {str(t): {"given": float(tl["given"][:, i].mean()),
+                                               "dropped": float(tl["dropped"][:, i].mean())}
+                                      for i, t in enumerate(timesteps)}
             rows.append(row)
             final[spec] = (key, g, dr)  # (rows are oldest first: the last one stays)
             print(f"{spec} step {step}: reader {row['reader']}, loss given {row['loss_given']:.5f} dropped "

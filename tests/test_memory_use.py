@@ -59,12 +59,15 @@ def test_main_measures_every_checkpoint_of_a_run_and_a_model_dir(memory_use, sma
     out = tmp_path / "mu.json"
     monkeypatch.setattr(sys, "argv", ["memory_use.py", "--model", str(run), "--model", str(single), "--data", str(path),
                                       "--split", "val", "--clips", "3", "--draws", "1", "--threads", "1",
-                                      "--out", str(out)])
+                                      "--timesteps", "10,900", "--out", str(out)])
     memory_use.main()
     r = json.loads(out.read_text())
     assert [row["step"] for row in r["models"][str(run)]] == [2, 4]
     assert [row["step"] for row in r["models"][str(single)]] == [None]
     assert all(row["reader"] == "voxel-render" and row["gain"] == 0.0 for rows in r["models"].values() for row in rows)
+    rows = r["models"][str(run)]
+    assert "by_timestep" not in rows[0] and set(rows[-1]["by_timestep"]) == {"10", "900"}  # last weights only
+    assert sum(b["clips"] for b in rows[0]["by_share"].values()) == 3
     # the same weights on the same clips and noise: a paired difference of exactly zero
     assert r["versus_first"][str(single)]["given"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
 
@@ -78,3 +81,20 @@ def test_versus_first_is_paired_clip_by_clip(memory_use):
     lo, hi = v["b"]["given"]["ci95"]
     assert -0.2 - 1e-9 <= lo <= -0.15 <= hi <= -0.1 + 1e-9  # paired: the clips' spread (1..4) does not enter
     assert v["b"]["dropped"]["mean"] == pytest.approx(1.0)
+
+
+def test_timestep_losses_are_fixed_noise_levels_and_share_bins_partition_the_clips(memory_use, small_dataset):
+    path, _ = small_dataset
+    with torch_threads(1):
+        model = _model()
+        clips = memory_use.fixed_clips(str(path), None, model.config.frames, 4, seed=0, history=6)
+        tl = memory_use.timestep_losses(model, clips, [5, 500, 995], seed=0, batch=3)
+        assert tl["given"].shape == tl["dropped"].shape == (4, 3)
+        np.testing.assert_array_equal(tl["given"], tl["dropped"])  # zero-initialised reader
+        assert len({round(float(v), 6) for v in tl["given"].mean(0)}) == 3  # the noise level matters
+        again = memory_use.timestep_losses(model, clips, [5, 500, 995], seed=0, batch=2)
+        np.testing.assert_allclose(again["given"][:2], tl["given"][:2], rtol=1e-5)  # the first batch: same noise
+    shares = np.array([0.0, 0.5, 0.79, 1.0])
+    b = memory_use.by_share(np.arange(4.0), np.arange(4.0) + 1, shares)
+    assert [v["clips"] for v in b.values()] == [1, 2, 1]
+    assert b["0.5-0.8"]["given"] == pytest.approx(1.5) and b["0.8-1"]["dropped"] == pytest.approx(4.0)
