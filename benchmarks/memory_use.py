@@ -201,15 +201,15 @@ def main() -> None:
         for step, d in targets:
             model = WorldModel.from_pretrained(d, reader=a.reader)
             key = model.config.frames
+            n_t = model.diffusion.cfg.num_train_timesteps
+            if not all(0 <= t < n_t for t in timesteps):  # before any loss is measured
+                ap.error(f"--timesteps {a.timesteps!r}: each must be in [0, {n_t})")
             if key not in clips_cache:
                 clips_cache[key] = fixed_clips(a.data, a.split, model.config.frames, a.clips, a.seed)
             g, dr = paired_losses(model, clips_cache[key], a.draws, a.seed)
             row = {"step": step, "dir": str(d), "reader": model.config.reader, **summarise(g, dr),
                    "by_share": by_share(g, dr, np.array([c.revisit_share for c in clips_cache[key]]))}
             if timesteps and (step, d) == targets[-1]:
-                n = model.diffusion.cfg.num_train_timesteps
-                if not all(0 <= t < n for t in timesteps):
-                    ap.error(f"--timesteps {a.timesteps!r}: each must be in [0, {n})")
                 tl = timestep_losses(model, clips_cache[key], timesteps, a.seed)
                 row["by_timestep"] = {str(t): {"given": float(tl["given"][:, i].mean()),
                                                "dropped": float(tl["dropped"][:, i].mean())}

@@ -240,11 +240,11 @@ class RolloutMemory:
 
     def _fuse(self, rgb, depth, poses, K, novel_only: bool, imagined: bool) -> None:
         cfg = self.builder.cfg
-        tol = cfg.imagined_edge_tol
-        if imagined and ((tol is not None and self.pmap is not None) or cfg.imagined_depth == "box"):
+        tol = cfg.imagined_edge_tol if self.pmap is not None else None
+        if imagined and (tol is not None or cfg.imagined_depth == "box"):
             rgb, depth_t, poses, K = _as_frames(rgb, depth, poses, K)
             # edges of the depth as generated (its flying pixels), not of the box made from it
-            edges = depth_edges(depth_t, float(tol)) if tol is not None and self.pmap is not None else None
+            edges = depth_edges(depth_t, float(tol)) if tol is not None else None
             if cfg.imagined_depth == "box":
                 depth_t = self._boxed(depth_t, poses, K)
             depth = depth_t if edges is None else torch.where(edges, torch.zeros_like(depth_t), depth_t)
