@@ -67,15 +67,16 @@ def test_unknown_keys_in_dict_and_preset_name():
 
 def test_reader_options_are_stored_complete_and_follow_the_reader():
     cfg = from_preset("micro")
-    assert cfg.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.0}
+    cells = {"cell_tokens": 0, "cell_token_cap": 4096}
+    assert cfg.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.0, **cells}
     assert from_preset("micro", reader="frames").reader_options == {"init": "zero-gate"}
     tuned = from_preset("micro", reader_options={"ray_bias": 0.5})
-    assert tuned.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.5}
+    assert tuned.reader_options == {"init": "zero-gate", "ray_query": False, "ray_bias": 0.5, **cells}
     assert ModelConfig.from_dict(tuned.to_dict()) == tuned
     # another reader starts from its own defaults; the legacy fields are converted
     assert tuned.replace(reader="none").reader_options == {"init": "zero-gate"}
     assert from_preset("micro", memory_init="zero-out", memory_ray_bias=0.5).reader_options == {
-        "init": "zero-out", "ray_query": False, "ray_bias": 0.5}
+        "init": "zero-out", "ray_query": False, "ray_bias": 0.5, **cells}
     assert from_preset("micro", reader="frames", memory_init="zero-out").reader_options == {"init": "zero-out"}
 
 

@@ -10,6 +10,9 @@ from pewm.model.readers import MEMORY_INITS
 from pewm.model.testing import synthetic_batch, torch_threads
 
 READER_NAMES = sorted(READERS)
+# reader options that change how a reader reads, run through the same contract as the readers
+VARIANTS = {"voxel-xattn+cells": ("voxel-xattn", {"cell_tokens": 3})}
+READER_CASES = READER_NAMES + sorted(VARIANTS)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,8 +26,9 @@ def _model(reader: str, seed: int = 0, trained_backbone: bool = True, memory_ini
     """A micro model (``memory_init`` and ``options`` are its reader options); ``trained_backbone``
     perturbs every backbone weight (incl. the zero-initialised AdaLN and output layers) to stand in
     for a trained stage-1 model."""
+    reader, extra = VARIANTS.get(reader, (reader, {}))
     torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader, reader_options={"init": memory_init, **options}))
+    m = WorldModel(from_preset("micro", reader=reader, reader_options={"init": memory_init, **extra, **options}))
     if trained_backbone:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -49,7 +53,7 @@ def _inputs(m: WorldModel, B: int = 2, seed: int = 0):
     return batch, x_t, t, cond
 
 
-@pytest.mark.parametrize("reader", READER_NAMES)
+@pytest.mark.parametrize("reader", READER_CASES)
 def test_output_shape_with_full_and_empty_memory(reader):
     m = _model(reader)
     cfg = m.config
@@ -62,7 +66,7 @@ def test_output_shape_with_full_and_empty_memory(reader):
 
 
 @pytest.mark.parametrize("memory_init", MEMORY_INITS)
-@pytest.mark.parametrize("reader", READER_NAMES)
+@pytest.mark.parametrize("reader", READER_CASES)
 def test_initial_memory_blocks_leave_the_stage1_model_exactly_unchanged(reader, memory_init):
     m = _model(reader, memory_init=memory_init)
     batch, x_t, t, cond = _inputs(m)
@@ -80,7 +84,7 @@ def test_initial_memory_blocks_leave_the_stage1_model_exactly_unchanged(reader, 
 
 
 @pytest.mark.parametrize("memory_init", MEMORY_INITS)
-@pytest.mark.parametrize("reader", READER_NAMES)
+@pytest.mark.parametrize("reader", READER_CASES)
 def test_gradients_reach_the_memory_blocks(reader, memory_init):
     m = _model(reader, memory_init=memory_init)
     batch = synthetic_batch(m.config, 2, generator=torch.Generator().manual_seed(0))
@@ -100,7 +104,7 @@ def test_gradients_reach_the_memory_blocks(reader, memory_init):
     assert not dead, f"{reader}: no gradient for {dead}"
 
 
-@pytest.mark.parametrize("reader", READER_NAMES)
+@pytest.mark.parametrize("reader", READER_CASES)
 def test_memory_matters_and_dropping_it_equals_an_empty_memory(reader):
     m = _model(reader)
     _perturb_memory(m)

@@ -200,7 +200,8 @@ def test_extra_readers_keep_their_own_architecture_options(tmp_path):
             p.add_(torch.randn(p.shape, generator=g) * 0.1)
     xattn.save_reader(d)
     again = WorldModel.from_pretrained(d, reader="voxel-xattn")
-    assert again.config.reader_options == {"init": "zero-out", "ray_query": True, "ray_bias": 0.0}
+    assert again.config.reader_options == {"init": "zero-out", "ray_query": True, "ray_bias": 0.0,
+                                            "cell_tokens": 0, "cell_token_cap": 4096}
     assert again.denoiser.reader.options.ray_query is True and again.denoiser.reader.ray_query is not None
     # the main (voxel-render) model is unchanged
     assert WorldModel.from_pretrained(d).config.reader_options == {"init": "zero-gate", "layout_prior": False}
@@ -240,7 +241,8 @@ def test_checkpoints_with_the_legacy_reader_fields_still_load(tmp_path):
     save_file(load_file(str(path)), str(path),
               metadata={"format": "pewm.WorldModel", "reader": "voxel-xattn", "reader_config": json.dumps(old)})
     back = WorldModel.from_pretrained(d, reader="voxel-xattn")
-    assert back.config.reader_options == {"init": "zero-out", "ray_query": False, "ray_bias": 0.5}
+    assert back.config.reader_options == {"init": "zero-out", "ray_query": False, "ray_bias": 0.5,
+                                           "cell_tokens": 0, "cell_token_cap": 4096}
     sd = xattn.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in back.state_dict().items())
 

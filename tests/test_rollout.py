@@ -13,7 +13,8 @@ from pewm.model.readers.frames import FrameStore
 from pewm.model.testing import torch_threads
 from pewm.rollout import RolloutMemory, WorldModelEnv, rollout
 
-READERS = ("voxel-xattn", "voxel-render", "frames", "none")
+READERS = ("voxel-xattn", "voxel-render", "frames", "none", "voxel-xattn+cells")
+VARIANTS = {"voxel-xattn+cells": ("voxel-xattn", {"cell_tokens": 2})}  # reader options read differently
 STEPS = 2  # DDIM steps: enough to exercise sampling, fast
 SAMPLING = SamplingConfig(steps=STEPS)
 
@@ -27,10 +28,15 @@ def _one_thread():
 _MODELS: dict[str, WorldModel] = {}
 
 
+def _cfg(reader: str):
+    name, options = VARIANTS.get(reader, (reader, {}))
+    return from_preset("micro", reader=name, reader_options=options)
+
+
 def _model(reader="voxel-xattn") -> WorldModel:
     if reader not in _MODELS:
         torch.manual_seed(0)
-        _MODELS[reader] = WorldModel(from_preset("micro", reader=reader)).eval()
+        _MODELS[reader] = WorldModel(_cfg(reader)).eval()
     return _MODELS[reader]
 
 
@@ -154,6 +160,10 @@ def test_memory_read_and_rollout_for_every_reader(reader):
     assert isinstance(out, MemoryInput)
     if reader == "voxel-xattn":
         assert out.tokens.shape == (1, cfg.max_memory_tokens, cfg.memory_dim) and bool(out.mask.any())
+    elif reader == "voxel-xattn+cells":
+        cells = cfg.frame_height * cfg.frame_width
+        assert out.cell_index.shape == (1, H + 1, cells, 2) and bool(out.mask.all())
+        assert float((out.cell_index[..., 0] >= 0).float().mean()) > 0.5
     elif reader == "voxel-render":
         assert out.rendered.shape == (1, H, 5, h, w) and float(out.rendered[:, :, 4].mean()) > 0.2
     elif reader == "frames":
@@ -168,7 +178,7 @@ def test_memory_read_and_rollout_for_every_reader(reader):
 
 @pytest.mark.parametrize("reader", READERS)
 def test_from_frames_matches_from_history(reader):
-    cfg = from_preset("micro", reader=reader)
+    cfg = _cfg(reader)
     b = MemoryBuilder(cfg)
     rgb, depth, poses, K = _history(M=3)
     cur = poses[-1]

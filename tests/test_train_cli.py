@@ -55,6 +55,14 @@ def test_train_then_resume_with_more_steps(small_dataset, tmp_path):
     saved = json.loads((tmp_path / "s2i" / "config.json").read_text())
     assert saved["imagined_memory"] == 1.0 and saved["memory"]["imagined_fuse_delay_chunks"] == 0
     assert "imagined_share" in (tmp_path / "s2i" / "metrics.jsonl").read_text()
+    # stage 2 of the paper's reader reading its map cell by cell (fine feature voxels)
+    r = runner.invoke(app, ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "s2c"),
+                            "--stage", "memory", "--reader", "voxel-xattn", "--init", str(out), "--steps", "1",
+                            "--reader-option", "cell_tokens=2", "--memory-option", "feature_voxel=[0.1,0.1,0.1]",
+                            "--memory-option", "extractor=rgb", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    cells = WorldModel.from_pretrained(tmp_path / "s2c" / "model")
+    assert cells.config.reader_options["cell_tokens"] == 2 and cells.memory_build["feature_voxel"] == [0.1, 0.1, 0.1]
     r = runner.invoke(app, ["train", "--preset", "micro", "--data", str(root), "--out", str(tmp_path / "bad"),
                             "--stage", "memory", "--init", str(out), "--memory-option", "colour=red"],
                       terminal_width=200)

@@ -171,6 +171,41 @@ class CrossAttention(nn.Module):
         o = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v, attn_mask=attn_mask)
         return self.proj(o.transpose(1, 2).reshape(b, l, c))
 
+    def gathered(
+        self, q_in: torch.Tensor, kv_in: torch.Tensor, index: torch.Tensor, valid: torch.Tensor,
+        pair_k: torch.Tensor | None = None, pair_v: torch.Tensor | None = None, q_extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Each head of each query attends to key 0 of ``kv_in`` (the null token, always) and to its
+        own ``k`` keys ``index`` ``(B, heads, L, k)`` (rows of ``kv_in``, ``valid`` ``(B, heads, L, k)``
+        bool), instead of to every key: :meth:`forward` with all other keys masked, at the cost of
+        ``k + 1`` keys per query. ``pair_k`` / ``pair_v`` ``(B, heads, L, k, head_dim)`` are added to
+        the gathered keys (after their norm) and values: relative positions of each pair (Shaw et al.
+        2018)."""
+        b, l, c = q_in.shape
+        h, n = self.heads, kv_in.shape[1]
+        hd = c // h
+        q = self.q(q_in)
+        if q_extra is not None:
+            q = q + q_extra
+        q = self.q_norm(_heads(q, h))  # (B, h, L, hd)
+        k, v = self.kv(kv_in).view(b, n, 2, h, hd).permute(2, 0, 3, 1, 4)  # (B, h, N, hd) each
+        k = self.k_norm(k)
+        kk = index.shape[-1]
+        flat = index.clamp(0, n - 1).reshape(b, h, l * kk, 1).expand(-1, -1, -1, hd)
+        ks = k.gather(2, flat).view(b, h, l, kk, hd)
+        vs = v.gather(2, flat).view(b, h, l, kk, hd)
+        if pair_k is not None:
+            ks = ks + pair_k.to(ks.dtype)
+        if pair_v is not None:
+            vs = vs + pair_v.to(vs.dtype)
+        scale = hd ** -0.5
+        logits = torch.einsum("bhld,bhlkd->bhlk", q, ks) * scale
+        logits = logits.masked_fill(~valid, float("-inf"))
+        null = (q * k[:, :, :1]).sum(-1, keepdim=True) * scale  # (B, h, L, 1)
+        w = torch.softmax(torch.cat([null, logits], dim=-1), dim=-1)
+        o = w[..., :1] * v[:, :, :1] + torch.einsum("bhlk,bhlkd->bhld", w[..., 1:], vs)
+        return self.proj(o.transpose(1, 2).reshape(b, l, c))
+
     def single_key(self, kv_in: torch.Tensor, queries: int, keys: int = 1) -> torch.Tensor:
         """:meth:`forward`'s output for ``queries`` query tokens when the only key they can attend
         to is ``kv_in`` ``(B, 1, C)`` (alone, or the first of ``keys`` keys whose others the mask

@@ -39,7 +39,16 @@ def synthetic_memory(cfg: ModelConfig, B: int, n_tokens: int | None = None, n_fr
     rendered[:, :, 4] = (rendered[:, :, 4] > 0.3).float()
     frames = torch.rand(B, k, 4, h, w, generator=g)
     frames[:, :, 3] = 0.5 + 4.0 * frames[:, :, 3]
+    cell_index = cell_geometry = None
+    per_cell = int((cfg.reader_options or {}).get("cell_tokens", 0) or 0)  # voxel-xattn's cell lists
+    if per_cell:
+        shape = (B, H + 1, cfg.frame_height * cfg.frame_width, per_cell)
+        cell_index = torch.randint(0, n, shape, generator=g)
+        cell_index[torch.rand(shape, generator=g) < 0.3] = -1
+        cell_geometry = torch.randn(*shape, 3, generator=g)
     return MemoryInput(
+        cell_index=cell_index,
+        cell_geometry=cell_geometry,
         tokens=torch.randn(B, n, cfg.memory_dim, generator=g),
         positions=torch.randn(B, n, 3, generator=g) * 2.0 + torch.tensor([0.0, 0.0, 2.0]),
         mask=mask,

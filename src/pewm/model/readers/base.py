@@ -48,6 +48,10 @@ class MemoryInput:
       :meth:`~pewm.model.world_model.WorldModel.encode_memory` from ``rendered``.
     * ``layout`` ``(B, H, 1, h, w)``: z-depth (m) at which each future view's pixel rays meet the
       map's floor or ceiling, NaN where unknown. (``voxel-render`` with ``layout_prior``)
+    * ``cell_index`` ``(B, 1 + H, cells, k)`` long: per view of the clip (current frame first) and
+      latent cell, the rows of ``tokens`` the cell's queries may attend to, -1 = none;
+      ``cell_geometry`` ``(B, 1 + H, cells, k, 3)`` each pair's log z-depth and projection offset
+      (:mod:`pewm.model.readers.cell_lists`). (``voxel-xattn`` with ``cell_tokens``)
     """
 
     tokens: torch.Tensor | None = None
@@ -60,6 +64,8 @@ class MemoryInput:
     rendered: torch.Tensor | None = None
     rendered_latent: torch.Tensor | None = None
     layout: torch.Tensor | None = None
+    cell_index: torch.Tensor | None = None
+    cell_geometry: torch.Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "MemoryInput":
         """A copy on ``device``; floating fields cast to ``dtype`` (masks stay bool)."""
@@ -76,10 +82,17 @@ class MemoryInput:
         return MemoryInput()
 
 
+# token rows: clips with fewer map tokens are padded with masked rows when stacked
+TOKEN_FIELDS = ("tokens", "positions", "mask")
+
+
 def stack_memory(items: list[MemoryInput]) -> MemoryInput:
-    """Concatenate per-clip memories (each batch 1, or any batch) along the batch axis."""
+    """Concatenate per-clip memories (each batch 1, or any batch) along the batch axis. Map tokens
+    of different counts are padded to the largest (``mask`` False on the padding; a clip without a
+    mask gets one)."""
     if not items:
         raise ValueError("stack_memory needs at least one MemoryInput")
+    items = _pad_tokens(items)
     out = {}
     for f in fields(MemoryInput):
         vals = [getattr(m, f.name) for m in items]
@@ -90,6 +103,27 @@ def stack_memory(items: list[MemoryInput]) -> MemoryInput:
         else:
             out[f.name] = torch.cat(vals, dim=0)
     return MemoryInput(**out)
+
+
+def _pad_tokens(items: list[MemoryInput]) -> list[MemoryInput]:
+    counts = {m.tokens.shape[1] for m in items if m.tokens is not None}
+    if len(counts) < 2:
+        return items
+    n = max(counts)
+    out = []
+    for m in items:
+        if m.tokens is None or m.tokens.shape[1] == n:
+            out.append(m)
+            continue
+        b, have = m.tokens.shape[:2]
+        mask = m.mask if m.mask is not None else torch.ones(b, have, dtype=torch.bool, device=m.tokens.device)
+        pad = n - have
+        out.append(replace(
+            m, tokens=torch.nn.functional.pad(m.tokens, (0, 0, 0, pad)),
+            positions=None if m.positions is None else torch.nn.functional.pad(m.positions, (0, 0, 0, pad)),
+            mask=torch.nn.functional.pad(mask, (0, pad), value=False),
+        ))
+    return out
 
 
 @dataclass
@@ -104,6 +138,9 @@ class MemoryContext:
     mask: torch.Tensor
     input_tokens: torch.Tensor | None = None
     positions: torch.Tensor | None = None  # (B, N, 3) token positions in the current camera's frame (voxel-xattn)
+    # voxel-xattn with cell_tokens: (index (B, heads, L, k) into the tokens, valid (B, heads, L, k) bool,
+    # pair geometry (B, heads, L, k, 3)); see pewm.model.readers.cell_lists
+    cells: tuple | None = None
     attn_mask: torch.Tensor | None = field(init=False, default=None)
     # True when every query can attend to the null token only (no map tokens, or all masked, e.g. a
     # dropped memory): the memory blocks' cross-attention then has a single key (MemoryBlock's
@@ -130,7 +167,8 @@ class MemoryContext:
     def repeat(self, n: int) -> "MemoryContext":
         it = None if self.input_tokens is None else self.input_tokens.repeat(n, 1, 1)
         pos = None if self.positions is None else self.positions.repeat(n, 1, 1)
-        return MemoryContext(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), it, pos)
+        cells = None if self.cells is None else tuple(x.repeat(n, *([1] * (x.ndim - 1))) for x in self.cells)
+        return MemoryContext(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), it, pos, cells)
 
 
 # -- options ------------------------------------------------------------------------------------

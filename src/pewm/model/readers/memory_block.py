@@ -94,10 +94,19 @@ class MemoryBlock(nn.Module):
             extra = self.cam(cam.to(x.dtype))
             if q_extra is not None:
                 extra = extra + q_extra
-            bias = None
-            if attn_bias is not None:
-                bias = F.pad(attn_bias.to(x.dtype), (1, 0))  # the null token: no bias
-            a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra, bias=bias)
+            if ctx.cells is not None:  # each head reads its own cell's map tokens (cell_lists)
+                index, valid, pair_k, pair_v = ctx.cells
+                if ctx.mask.shape[1]:  # a dropped memory (CFG) masks its tokens
+                    valid = valid & ctx.mask[:, None, None, :].expand(-1, index.shape[1], index.shape[2], -1).gather(
+                        3, index.clamp_min(0))
+                else:
+                    valid = torch.zeros_like(valid)
+                a = self.attn.gathered(q, mem, index + 1, valid, pair_k, pair_v, q_extra=extra)
+            else:
+                bias = None
+                if attn_bias is not None:
+                    bias = F.pad(attn_bias.to(x.dtype), (1, 0))  # the null token: no bias
+                a = self.attn(q, mem, mask=ctx.attn_mask, q_extra=extra, bias=bias)
         x = gated_residual(x, gate_m, a)
         return gated_residual(x, gate_h, self.ff(modulate(self.norm_ff(x), shift_f, scale_f)))
 
