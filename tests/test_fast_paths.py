@@ -99,9 +99,10 @@ def test_denoiser_output_matches_the_general_path(reader, memory, single_key_cal
     assert (len(single_key_calls) > 0) == null_only, (reader, memory, len(single_key_calls))
 
 
-@pytest.mark.parametrize("reader", ["voxel-xattn", "frames"])
+@pytest.mark.parametrize("reader", ["voxel-xattn", "frames", "voxel-xattn+cells"])
 def test_a_dropped_memory_takes_the_shortcut_and_matches(reader, single_key_calls):
-    m = _random_model(reader)
+    m = perturbed_micro_model("voxel-xattn", 0, options={"cell_tokens": 2}) if reader.endswith("+cells") \
+        else _random_model(reader)
     mem = _memory(m, "full")
     general, fast = _both_paths(m, _forward(m, mem, keep=torch.tensor([False, False]))[0])
     assert single_key_calls, "a fully dropped memory leaves only the null token: the shortcut should run"

@@ -107,12 +107,12 @@ def torch_threads(n: int):
 
 
 
-def perturbed_micro_model(reader: str, seed: int = 0, scale: float = 0.1) -> WorldModel:
-    """A ``micro`` model of ``reader`` (in eval mode) with every weight perturbed by ``scale`` x
-    N(0, 1) (the zero-initialised gates and projections too), a stand-in for a trained model whose
-    memory really contributes; the same weights for the same ``seed``."""
+def perturbed_micro_model(reader: str, seed: int = 0, scale: float = 0.1, options: dict | None = None) -> WorldModel:
+    """A ``micro`` model of ``reader`` (with reader ``options``; in eval mode) with every weight
+    perturbed by ``scale`` x N(0, 1) (the zero-initialised gates and projections too), a stand-in
+    for a trained model whose memory really contributes; the same weights for the same ``seed``."""
     torch.manual_seed(seed)
-    m = WorldModel(from_preset("micro", reader=reader)).eval()
+    m = WorldModel(from_preset("micro", reader=reader, reader_options=options or {})).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in m.parameters():

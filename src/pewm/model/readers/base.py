@@ -82,10 +82,6 @@ class MemoryInput:
         return MemoryInput()
 
 
-# token rows: clips with fewer map tokens are padded with masked rows when stacked
-TOKEN_FIELDS = ("tokens", "positions", "mask")
-
-
 def stack_memory(items: list[MemoryInput]) -> MemoryInput:
     """Concatenate per-clip memories (each batch 1, or any batch) along the batch axis. Map tokens
     of different counts are padded to the largest (``mask`` False on the padding; a clip without a
