@@ -10,6 +10,12 @@ default sampling and memory settings (choose them on the validation split, e.g. 
 Checks that every extra reader's backbone is bit-identical to the main model's (stage 2 freezes
 it), so ``WorldModel.from_pretrained(shipped, reader=...)`` rebuilds each trained model exactly
 (up to fp16 rounding).
+
+``--readers-only`` replaces readers and nothing else: the shipped model's own files are copied
+byte for byte (no re-serialised ``config.json``), so a reader-only update is a reader-only diff:
+
+    python tools/ship_model.py src/pewm/assets/models/tiny-voxel-render --readers-only \
+        --readers runs/xattn_cell4
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ def main() -> None:
     ap.add_argument("--keep-readers", action="store_true",
                     help="keep the readers shipped beside MODEL (a model directory with readers/), except those "
                          "replaced by --readers: re-ship the shipped model with new settings")
+    ap.add_argument("--readers-only", action="store_true",
+                    help="MODEL is a model directory: copy its files unchanged and only add or replace the "
+                         "readers given by --readers (implies --keep-readers; no setting may change)")
     ap.add_argument("--anchor", choices=ANCHORS, default=None, help="default map-anchored sampling (voxel-render)")
     ap.add_argument("--render-supersample", type=int, default=None, help="default memory-render supersampling")
     ap.add_argument("--memory-option", action="append", default=[], metavar="KEY=VALUE",
@@ -42,6 +51,15 @@ def main() -> None:
                          "imagined_fuse_delay_chunks=1; repeatable")
     args = ap.parse_args()
     main_dir = resolve_model_path(args.model)
+    if args.readers_only:
+        if args.anchor is not None or args.render_supersample is not None or args.memory_option:
+            raise SystemExit("--readers-only changes no setting: drop --anchor, --render-supersample "
+                             "and --memory-option")
+        if not args.readers:
+            raise SystemExit("--readers-only: name the runs to ship with --readers")
+        if not (main_dir / "model.safetensors").is_file():
+            raise SystemExit(f"--readers-only: {main_dir} is not a model directory (no model.safetensors)")
+        args.keep_readers = True
     model = WorldModel.from_pretrained(main_dir)
     if args.anchor is not None:
         model.config.diffusion.anchor = args.anchor
@@ -63,21 +81,31 @@ def main() -> None:
     out = MODELS_DIR / args.name
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, dtype=torch.float16)
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.reader.")}
-    if args.keep_readers and (main_dir / "readers").is_dir():
-        (tmp / "readers").mkdir(exist_ok=True)
-        for f in sorted((main_dir / "readers").iterdir()):
-            shutil.copy2(f, tmp / "readers" / f.name)
-            print(f"kept {f.name}")
-    for run in args.readers:
-        other = WorldModel.from_pretrained(resolve_model_path(run))
-        theirs = other.state_dict()
-        diff = [k for k, v in own.items() if not torch.equal(v, theirs[k])]
-        if diff:
-            raise SystemExit(f"{run}: its backbone differs from {main_dir} ({len(diff)} tensors, e.g. {diff[0]})")
-        path = other.save_reader(tmp, dtype=torch.float16)
-        print(f"reader {other.config.reader}: {path.stat().st_size / 2**20:.1f} MB")
+    try:
+        if args.readers_only:
+            tmp.mkdir(parents=True)
+            for f in sorted(main_dir.iterdir()):
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+        else:
+            model.save_pretrained(tmp, dtype=torch.float16)
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("denoiser.reader.")}
+        if args.keep_readers and (main_dir / "readers").is_dir():
+            (tmp / "readers").mkdir(exist_ok=True)
+            for f in sorted((main_dir / "readers").iterdir()):
+                shutil.copy2(f, tmp / "readers" / f.name)
+                print(f"kept {f.name}")
+        for run in args.readers:
+            other = WorldModel.from_pretrained(resolve_model_path(run))
+            theirs = other.state_dict()
+            diff = [k for k, v in own.items() if not torch.equal(v, theirs[k])]
+            if diff:
+                raise SystemExit(f"{run}: its backbone differs from {main_dir} ({len(diff)} tensors, e.g. {diff[0]})")
+            path = other.save_reader(tmp, dtype=torch.float16)
+            print(f"reader {other.config.reader}: {path.stat().st_size / 2**20:.1f} MB")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a refused reader leaves no half-built model behind
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
